@@ -1,0 +1,70 @@
+// Command patchd runs the patch-hook daemon and its CLI.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/version"
+
+	"github.com/patchd/patchd/agent/config"
+)
+
+// Exit codes shared by the subcommands: 0 fine, 1 the thing checked or run
+// failed, 2 the command line itself was wrong.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// command is one subcommand's action; it returns the exit code.
+type command func() int
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run parses args and runs the chosen subcommand. Each area registers its own
+// subcommands in its own file (add*Commands) so that they stay small.
+func run(args []string) int {
+	app := kingpin.New("patchd", "Runs hooks around every AWS Systems Manager patch run, keeps amazon-ssm-agent healthy, and reports it all as Prometheus metrics.")
+	app.HelpFlag.Short('h')
+	app.Version(version.Print("patchd"))
+	app.UsageWriter(os.Stdout)
+	app.ErrorWriter(os.Stderr)
+	app.Terminate(nil)
+	flags := config.AddFlags(app)
+
+	cmds := map[string]command{}
+	add := func(fullName string, c command) { cmds[fullName] = c }
+	addRunCommand(app, flags, add)
+	addCheckCommand(app, flags, add)
+	addVersionCommand(app, add)
+	addServiceCommands(app, flags, add)
+	addHooksCommands(app, flags, add)
+	addCycleCommands(app, flags, add)
+	addAgentLogCommands(app, flags, add)
+	addAgentCommands(app, flags, add)
+
+	chosen, err := app.Parse(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "patchd: %v; see patchd --help\n", err)
+		return exitUsage
+	}
+	c, ok := cmds[chosen]
+	if !ok {
+		// --help or --version was handled by kingpin.
+		return exitOK
+	}
+	return c()
+}
+
+func addVersionCommand(app *kingpin.Application, add func(string, command)) {
+	app.Command("version", "Print the version and build information.")
+	add("version", func() int {
+		fmt.Println(version.Print("patchd"))
+		return exitOK
+	})
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/kardianos/service"
+
+	"github.com/patchd/patchd/agent/config"
+)
+
+// packagedUnit is where the deb and rpm put the unit. `patchd service
+// install` must not write a second unit that would shadow it.
+var packagedUnit = "/usr/lib/systemd/system/patchd.service"
+
+// noopProgram satisfies service.Interface: the service commands only manage
+// the installed service; the daemon itself is `patchd run`.
+type noopProgram struct{}
+
+func (noopProgram) Start(service.Service) error { return nil }
+func (noopProgram) Stop(service.Service) error  { return nil }
+
+func addServiceCommands(app *kingpin.Application, flags *config.Flags, add func(string, command)) {
+	svc := app.Command("service", "Manage patchd as a system service on hosts that do not use the packages.")
+	for _, action := range []struct{ name, help string }{
+		{"install", "Install patchd as a service (refused when the packaged unit exists)."},
+		{"uninstall", "Remove the service installed by 'patchd service install'."},
+		{"start", "Start the service."},
+		{"stop", "Stop the service."},
+		{"status", "Print the service's status."},
+	} {
+		svc.Command(action.name, action.help)
+		add("service "+action.name, func() int { return serviceAction(action.name, flags) })
+	}
+}
+
+func serviceConfig(flags *config.Flags) (*service.Config, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	exe, _ = filepath.EvalSymlinks(exe)
+	return &service.Config{
+		Name:        "patchd",
+		DisplayName: "patchd",
+		Description: "Runs hooks around AWS Systems Manager patch runs and keeps amazon-ssm-agent healthy.",
+		Executable:  exe,
+		Arguments:   []string{"run", "--config.file", flags.File},
+		Dependencies: []string{
+			"After=network-online.target",
+			"Wants=network-online.target",
+		},
+		Option: service.KeyValue{"Restart": "on-failure"},
+	}, nil
+}
+
+func serviceAction(action string, flags *config.Flags) int {
+	if action == "install" {
+		if _, err := os.Stat(packagedUnit); err == nil {
+			fmt.Fprintf(os.Stderr, "patchd service install: %s exists (installed by the patchd package); use systemctl enable --now patchd instead of a second unit that would shadow it\n", packagedUnit)
+			return exitFailure
+		}
+	}
+	cfg, err := serviceConfig(flags)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "patchd service %s: %v\n", action, err)
+		return exitFailure
+	}
+	s, err := service.New(noopProgram{}, cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "patchd service %s: %v\n", action, err)
+		return exitFailure
+	}
+	if action == "status" {
+		st, err := s.Status()
+		if err != nil {
+			if errors.Is(err, service.ErrNotInstalled) {
+				fmt.Println("patchd service: not installed")
+				return exitFailure
+			}
+			fmt.Fprintf(os.Stderr, "patchd service status: %v\n", err)
+			return exitFailure
+		}
+		names := map[service.Status]string{service.StatusRunning: "running", service.StatusStopped: "stopped", service.StatusUnknown: "unknown"}
+		fmt.Printf("patchd service (%s): %s\n", s.Platform(), names[st])
+		if st != service.StatusRunning {
+			return exitFailure
+		}
+		return exitOK
+	}
+	if err := service.Control(s, action); err != nil {
+		fmt.Fprintf(os.Stderr, "patchd service %s: %v\n", action, err)
+		return exitFailure
+	}
+	fmt.Printf("patchd service %s: done (%s)\n", action, s.Platform())
+	return exitOK
+}
