@@ -13,7 +13,7 @@ LDFLAGS     := -s -w \
   -X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: build test test-go test-package test-prometheus test-e2e lint package demo bench clean
+.PHONY: build test test-go test-package test-prometheus test-e2e lint package demo bench bench-hooks bench-cycle bench-agentlog bench-scrape bench-idle clean
 
 build: $(BUILD)/patchd
 
@@ -56,8 +56,23 @@ package: $(BUILD)/patchd-amd64 $(BUILD)/patchd-arm64
 demo:
 	@echo "make demo: not yet (the whole-system issue builds it)"
 
-bench:
-	@echo "make bench: not yet"
+# Benchmarks: each area owns one target; BENCHMARKS.md says how to read them.
+bench: bench-hooks bench-cycle bench-agentlog bench-scrape bench-idle
+
+bench-hooks:
+	@echo "bench-hooks: not yet"
+
+bench-cycle:
+	@echo "bench-cycle: not yet"
+
+bench-agentlog:
+	@echo "bench-agentlog: not yet"
+
+bench-scrape:
+	@echo "bench-scrape: not yet"
+
+bench-idle:
+	@echo "bench-idle: not yet"
 
 clean:
 	rm -rf $(BUILD)
