@@ -58,6 +58,11 @@ type daemon struct {
 	logSubs []func(agentlog.Event)
 	cmdSubs []func(ssm.CommandEvent)
 
+	// stopExtra, when set, may lengthen the stop for work that must finish
+	// before the host goes down (pre-reboot hooks at shutdown). It is asked
+	// once, when the stop begins; the unit's TimeoutStopSec must exceed it.
+	stopExtra func() time.Duration
+
 	reloadOK   prometheus.Gauge
 	reloadTime prometheus.Gauge
 
@@ -206,21 +211,25 @@ func (d *daemon) runActors(ctx context.Context, start time.Time) error {
 		return err
 	case <-gctx.Done():
 	}
-	d.logger.Info("patchd stopping")
+	limit := stopTimeout
+	if d.stopExtra != nil {
+		limit += d.stopExtra()
+	}
+	d.logger.Info("patchd stopping", "limit", limit)
 	select {
 	case err := <-done:
 		if err == nil {
 			d.logger.Info("patchd stopped")
 		}
 		return err
-	case <-time.After(stopTimeout):
+	case <-time.After(limit):
 		mu.Lock()
 		defer mu.Unlock()
 		names := make([]string, 0, len(running))
 		for n := range running {
 			names = append(names, n)
 		}
-		return fmt.Errorf("parts still running %s after SIGTERM: %v", stopTimeout, names)
+		return fmt.Errorf("parts still running %s after SIGTERM: %v", limit, names)
 	}
 }
 
