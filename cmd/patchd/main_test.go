@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -130,5 +131,85 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 			t.Fatalf("timed out after %s waiting for %s", within, what)
 		case <-tick.C:
 		}
+	}
+}
+
+// daemonProc is a `patchd run` started by a test.
+type daemonProc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan error
+}
+
+// syncBuffer is a goroutine-safe bytes.Buffer for a child's output.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startDaemon starts `patchd run` on the tree with extra flags and waits until
+// it logs "patchd started". It is stopped (SIGKILL if still running) at cleanup.
+func startDaemon(t *testing.T, tr testTree, extra ...string) *daemonProc {
+	t.Helper()
+	args := append([]string{"run"}, tr.flags()...)
+	args = append(args, extra...)
+	cmd := exec.Command(patchdBin, args...)
+	p := &daemonProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout = p.stderr
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("patchd output:\n%s", p.stderr.String())
+		}
+	})
+	eventually(t, 30*time.Second, "patchd to start", func() bool {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("patchd exited at start: %v\n%s", err, p.stderr.String())
+		default:
+		}
+		return strings.Contains(p.stderr.String(), "patchd started")
+	})
+	return p
+}
+
+// signal sends sig and waits for the exit, returning the exit error and how
+// long it took.
+func (p *daemonProc) stop(t *testing.T, sig os.Signal, within time.Duration) (error, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return err, time.Since(start)
+	case <-time.After(within):
+		t.Fatalf("patchd still running %s after %v\n%s", within, sig, p.stderr.String())
+		return nil, 0
 	}
 }
