@@ -71,8 +71,10 @@ bench-agentlog:
 bench-scrape:
 	@echo "bench-scrape: not yet"
 
-bench-idle:
-	@echo "bench-idle: not yet"
+# Idle RSS/CPU over BENCH_IDLE_SECONDS (default 10 min; 60 for a quick look).
+BENCH_IDLE_SECONDS ?= 600
+bench-idle: build
+	packaging/systemtest/bench-idle.sh $(BUILD)/patchd $(BENCH_IDLE_SECONDS)
 
 clean:
 	rm -rf $(BUILD)
