@@ -1,0 +1,177 @@
+package agentlog
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// classifyLines runs the Classifier over data and returns, per physical
+// line, "<level>\t<kind>", as `patchd agent-log classify` prints it.
+func classifyLines(data []byte) []string {
+	var out []string
+	c := Classifier{Emit: func(e Entry) {
+		out = append(out, e.Level+"\t"+string(e.Kind))
+		for i := 1; i < e.Lines; i++ {
+			out = append(out, "-\t"+string(e.Kind))
+		}
+	}}
+	var off int64
+	for len(data) > 0 {
+		line := data
+		n := len(data)
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, n = data[:i], i+1
+		}
+		c.Feed(line, off, off+int64(n))
+		off += int64(n)
+		data = data[n:]
+	}
+	c.Flush()
+	return out
+}
+
+// TestSamples checks every sample log against its .expected.tsv: the real
+// excerpts under testdata/ssm-real and the lines taken from the agent's
+// source under testdata/source (testdata/README.md names each source).
+func TestSamples(t *testing.T) {
+	logs, err := filepath.Glob("testdata/*/*.log")
+	if err != nil || len(logs) < 9 {
+		t.Fatalf("expected at least 9 sample logs, found %d (%v)", len(logs), err)
+	}
+	for _, path := range logs {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := readExpected(t, path+".expected.tsv")
+			got := classifyLines(data)
+			if len(got) != len(want) {
+				t.Fatalf("%d lines classified, %s has %d", len(got), path+".expected.tsv", len(want))
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Errorf("line %d: got %q, want %q", i+1, got[i], want[i])
+				}
+			}
+		})
+	}
+}
+
+func readExpected(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var want []string
+	sc := bufio.NewScanner(f)
+	for n := 0; sc.Scan(); n++ {
+		if n == 0 {
+			continue // header
+		}
+		cols := strings.Split(sc.Text(), "\t")
+		if len(cols) < 3 || cols[0] != fmt.Sprint(n) {
+			t.Fatalf("%s:%d: malformed row %q", path, n+1, sc.Text())
+		}
+		want = append(want, cols[1]+"\t"+cols[2])
+	}
+	return want
+}
+
+func TestParseLine(t *testing.T) {
+	for _, tc := range []struct {
+		in, level, msg, src, prog string
+		time                      time.Time
+	}{
+		{in: "2024-10-21 10:00:00.1234 INFO [amazon-ssm-agent] Starting Core Agent", level: "INFO",
+			msg: "[amazon-ssm-agent] Starting Core Agent", time: time.Date(2024, 10, 21, 10, 0, 0, 123400000, time.Local)},
+		{in: "2021-01-08 08:40:20 WARN EC2RoleProvider x", level: "WARN", msg: "EC2RoleProvider x",
+			time: time.Date(2021, 1, 8, 8, 40, 20, 0, time.Local)},
+		{in: "2021-01-08 08:40:20 CRITICAL", level: "CRITICAL", msg: "", time: time.Date(2021, 1, 8, 8, 40, 20, 0, time.Local)},
+		{in: "2024-10-21 10:06:00.0000 ERROR [Retrieve @ credentialrefresher.go.218] boom", level: "ERROR",
+			msg: "boom", src: "Retrieve @ credentialrefresher.go.218", time: time.Date(2024, 10, 21, 10, 6, 0, 0, time.Local)},
+		{in: "2024-10-21 10:06:00.0000 ERROR [amazon-ssm-agent] [X] not a source", level: "ERROR",
+			msg: "[amazon-ssm-agent] [X] not a source", time: time.Date(2024, 10, 21, 10, 6, 0, 0, time.Local)},
+		{in: "Oct  2 10:00:02 host amazon-ssm-agent[99]: 2024-10-02 10:00:02 DEBUG m", level: "DEBUG", msg: "m",
+			prog: "amazon-ssm-agent", time: time.Date(2024, 10, 2, 10, 0, 2, 0, time.Local)},
+		{in: "2024-10-21T10:00:04.5+02:00 host systemd[1]: Stopped x.", msg: "Stopped x.", prog: "systemd"},
+		{in: "2024-10-21 10:00:00.1234 NOTICE x", msg: "2024-10-21 10:00:00.1234 NOTICE x"},
+		{in: "2024-13-21 10:00:00 INFO bad month", msg: "2024-13-21 10:00:00 INFO bad month"},
+		{in: "2024-10-21 10:00:00. INFO no fraction digits", msg: "2024-10-21 10:00:00. INFO no fraction digits"},
+		{in: "INFORMATION is not a level", msg: "INFORMATION is not a level"},
+		{in: "TRACE x\r", level: "TRACE", msg: "x"},
+		{in: "\tstatus code: 400, request id: x", msg: "\tstatus code: 400, request id: x"},
+		{in: "", msg: ""},
+	} {
+		l := ParseLine([]byte(tc.in))
+		if l.Level != tc.level || string(l.Msg) != tc.msg || string(l.Source) != tc.src || string(l.Program) != tc.prog || !l.Time.Equal(tc.time) {
+			t.Errorf("ParseLine(%q) = level %q msg %q src %q prog %q time %v; want %q %q %q %q %v",
+				tc.in, l.Level, l.Msg, l.Source, l.Program, l.Time, tc.level, tc.msg, tc.src, tc.prog, tc.time)
+		}
+	}
+}
+
+func TestExtract(t *testing.T) {
+	for _, tc := range []struct {
+		in                      string
+		version, command, docID string
+		backoff                 time.Duration
+	}{
+		{in: "2021-01-08 08:40:20 INFO [amazon-ssm-agent] Starting Core Agent: amazon-ssm-agent - v3.0.161.0", version: "3.0.161.0"},
+		{in: "2021-01-08 08:40:22 INFO [ssm-agent-worker] [StartupProcessor] Write to serial port: Amazon SSM Agent v3.0.161.0 is running", version: "3.0.161.0"},
+		{in: "2024-10-21 10:06:00 INFO [amazon-ssm-agent] [CredentialRefresher] Sleeping for 28m47.123s before retrying retrieve credentials", backoff: 28*time.Minute + 47123*time.Millisecond},
+		{in: "2024-10-21 10:06:00 INFO Sleeping for junk before retrying retrieve credentials"},
+		{in: "2024-10-21 10:02:00 INFO command: aws.ssm.6f7e2a4b-3c1d-4e5f-9a8b-7c6d5e4f3a2b.i-0123456789abcdef0 complete", command: "6f7e2a4b-3c1d-4e5f-9a8b-7c6d5e4f3a2b"},
+		{in: "2024-10-21 10:01:00 INFO [ssm-document-worker] [6f7e2a4b-3c1d-4e5f-9a8b-7c6d5e4f3a2b] document worker closed", docID: "6f7e2a4b-3c1d-4e5f-9a8b-7c6d5e4f3a2b"},
+		{in: "2024-10-21 10:05:00 INFO Found in-progress document - aws.ssm.0a1b.i-01", command: "0a1b", docID: "aws.ssm.0a1b.i-01"},
+		{in: "2024-10-21 10:05:00 INFO [ssm-agent-worker] document 1111-2222 submission started", docID: "1111-2222"},
+	} {
+		var got []Entry
+		c := Classifier{Emit: func(e Entry) { got = append(got, e) }}
+		c.Feed([]byte(tc.in), 0, int64(len(tc.in))+1)
+		c.Flush()
+		if len(got) != 1 {
+			t.Fatalf("%q: %d entries", tc.in, len(got))
+		}
+		e := got[0]
+		if e.AgentVersion != tc.version || e.CommandID != tc.command || e.DocumentID != tc.docID || e.Backoff != tc.backoff {
+			t.Errorf("%q: version %q command %q doc %q backoff %v; want %q %q %q %v",
+				tc.in, e.AgentVersion, e.CommandID, e.DocumentID, e.Backoff, tc.version, tc.command, tc.docID, tc.backoff)
+		}
+	}
+}
+
+// TestClassifierOffsets checks what the tailer relies on: an open entry
+// reports where it starts, and continuation lines after a flush are a tail,
+// not a new event.
+func TestClassifierOffsets(t *testing.T) {
+	var got []Entry
+	c := Classifier{File: "amazon-ssm-agent.log", Emit: func(e Entry) { got = append(got, e) }}
+	c.Feed([]byte("2024-10-21 10:00:00 ERROR Retrieve credentials produced error: x"), 0, 60)
+	if s, ok := c.Pending(); !ok || s != 0 {
+		t.Fatalf("Pending() = %d, %v; want 0, true", s, ok)
+	}
+	c.Feed([]byte("caused by: dial tcp 1.2.3.4:443: i/o timeout"), 60, 100)
+	c.Flush()
+	if _, ok := c.Pending(); ok {
+		t.Fatal("pending after Flush")
+	}
+	c.Feed([]byte("  late continuation"), 100, 120)
+	if len(got) != 2 {
+		t.Fatalf("%d entries, want 2", len(got))
+	}
+	if e := got[0]; e.Kind != NetworkError || e.Lines != 2 || e.Start != 0 || e.End != 100 || e.File != "amazon-ssm-agent.log" || e.Tail {
+		t.Errorf("first entry %+v", e)
+	}
+	if e := got[1]; !e.Tail || e.Kind != NetworkError || e.Level != "-" || e.FirstLine != 3 {
+		t.Errorf("tail entry %+v", e)
+	}
+}

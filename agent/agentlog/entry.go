@@ -1,0 +1,104 @@
+package agentlog
+
+// Entry is a classified entry as the Classifier hands it out: the event plus
+// where its lines are.
+type Entry struct {
+	Event
+	// FirstLine is the 1-based number of the entry's first physical line
+	// among the lines fed to this Classifier.
+	FirstLine int64
+	// Lines is how many physical lines the entry has (first + continuations).
+	Lines int
+	// Start and End are the byte offsets the caller gave for the entry's
+	// first line's start and its last line's end.
+	Start, End int64
+	// Tail marks continuation lines that arrived after their entry was
+	// already handed out (an idle flush, or no entry at all before them).
+	// They carry the kind of the entry they continue (Other when there is
+	// none) and are no new event.
+	Tail bool
+}
+
+// Classifier groups physical lines into entries: a line with a timestamp
+// (or a level, or a standalone marker) begins an entry; a line with neither
+// continues the previous one. An entry is complete when the next one begins
+// or when the caller calls Flush (end of input, or idle). It keeps no text
+// of continuation lines, so memory stays bounded whatever the input.
+type Classifier struct {
+	// File is copied into each event's File.
+	File string
+	// Emit receives each complete entry, in input order.
+	Emit func(Entry)
+
+	lineNo  int64
+	pending bool
+	cur     Entry
+	msg     []byte // the pending entry's first-line message (owned copy)
+	// lastKind is what continuation lines after a flush carry.
+	lastKind Kind
+}
+
+// Feed classifies one physical line (without its newline). start and end
+// are its byte offsets in the file (end after the newline); they are only
+// passed through to Entry.
+func (c *Classifier) Feed(b []byte, start, end int64) {
+	c.lineNo++
+	l := ParseLine(b)
+	if l.Level == "" && !standalone(&l) {
+		if c.pending {
+			c.cur.Lines++
+			c.cur.End = end
+			c.cur.Kind = refine(c.cur.Kind, c.cur.Level, l.Msg)
+			return
+		}
+		kind := c.lastKind
+		if kind == "" {
+			kind = Other
+		}
+		c.Emit(Entry{
+			Event:     Event{File: c.File, Level: "-", Kind: kind},
+			FirstLine: c.lineNo, Lines: 1, Start: start, End: end, Tail: true,
+		})
+		return
+	}
+	c.Flush()
+	level := l.Level
+	if level == "" {
+		level = "-"
+	}
+	c.msg = append(c.msg[:0], l.Msg...)
+	c.cur = Entry{
+		Event:     Event{Time: l.Time, File: c.File, Level: level, Kind: Classify(&l)},
+		FirstLine: c.lineNo, Lines: 1, Start: start, End: end,
+	}
+	c.pending = true
+}
+
+// Flush hands out the pending entry, if any.
+func (c *Classifier) Flush() {
+	if !c.pending {
+		return
+	}
+	c.pending = false
+	c.cur.Message = string(c.msg)
+	extract(&c.cur.Event, c.msg)
+	c.lastKind = c.cur.Kind
+	e := c.cur
+	c.cur = Entry{}
+	c.Emit(e)
+}
+
+// Pending reports whether an entry is open and where it starts: the offset
+// a restart must read again from so that it is not lost.
+func (c *Classifier) Pending() (start int64, ok bool) {
+	return c.cur.Start, c.pending
+}
+
+// Reset forgets the open entry and the line count, for a file that was
+// truncated under the reader.
+func (c *Classifier) Reset() {
+	c.pending = false
+	c.cur = Entry{}
+	c.lastKind = ""
+	c.lineNo = 0
+}

@@ -1,0 +1,228 @@
+package agentlog
+
+import (
+	"bytes"
+	"time"
+)
+
+// Line is one parsed physical line. Its slices point into the caller's
+// buffer and are valid only until the caller reuses it.
+type Line struct {
+	// Time is the agent's own timestamp, in the host's local zone as seelog
+	// writes it; zero when the line has none.
+	Time time.Time
+	// Level is TRACE..CRITICAL, or "" when the line has no level token.
+	Level string
+	// Msg is the text after timestamp, level and errors.log's
+	// "[Func @ file.go.N]"; for a line without them it is the whole line
+	// (after a journald/syslog prefix).
+	Msg []byte
+	// Source is errors.log's "Func @ file.go.N", empty when absent.
+	Source []byte
+	// Program is the syslog tag's program name when the line came through
+	// journald or syslog ("amazon-ssm-agent", "systemd"), else empty.
+	Program []byte
+}
+
+// Foreign reports whether a syslog-prefixed line was written by a program
+// other than the agent (systemd, yum): it can never continue an agent entry.
+func (l *Line) Foreign() bool {
+	return len(l.Program) > 0 && !bytes.Contains(l.Program, []byte("ssm"))
+}
+
+// levels are seelog's %LEVEL tokens (amazon-ssm-agent
+// agent/log/logger/defaultconfig.go formats "%Date(...) %LEVEL %Msg%n").
+var levels = []string{"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"}
+
+// ParseLine splits one physical line (without its newline) into its parts.
+// It never fails: a line it cannot make sense of has no time and no level
+// and is all message. No regexp: this runs on every line of a 30 MB log.
+func ParseLine(b []byte) Line {
+	var l Line
+	b = trimCR(b)
+	b, l.Program = stripSyslog(b)
+	if t, n, ok := parseStamp(b); ok {
+		rest := b[n:]
+		if lv, m, ok := parseLevel(rest); ok {
+			l.Time, l.Level = t, lv
+			l.Msg, l.Source = stripSource(rest[m:])
+			return l
+		}
+	}
+	// seelog's console format is "%LEVEL %Msg" with no date; lines like that
+	// appear in pasted console output and in the journal.
+	if lv, m, ok := parseLevel(b); ok && m < len(b) {
+		l.Level = lv
+		l.Msg, l.Source = stripSource(b[m:])
+		return l
+	}
+	l.Msg = b
+	return l
+}
+
+func trimCR(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		return b[:n-1]
+	}
+	return b
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// digits reports whether b[i:j] are all digits and returns their value.
+func digits(b []byte, i, j int) (int, bool) {
+	if j > len(b) {
+		return 0, false
+	}
+	v := 0
+	for k := i; k < j; k++ {
+		if !isDigit(b[k]) {
+			return 0, false
+		}
+		v = v*10 + int(b[k]-'0')
+	}
+	return v, true
+}
+
+// parseStamp reads "YYYY-MM-DD HH:MM:SS" with an optional ".ffff" (any
+// number of digits: 3.3.808.0 and later write four) followed by a space.
+func parseStamp(b []byte) (time.Time, int, bool) {
+	if len(b) < 20 || b[4] != '-' || b[7] != '-' || b[10] != ' ' || b[13] != ':' || b[16] != ':' {
+		return time.Time{}, 0, false
+	}
+	y, ok1 := digits(b, 0, 4)
+	mo, ok2 := digits(b, 5, 7)
+	d, ok3 := digits(b, 8, 10)
+	h, ok4 := digits(b, 11, 13)
+	mi, ok5 := digits(b, 14, 16)
+	s, ok6 := digits(b, 17, 19)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60 {
+		return time.Time{}, 0, false
+	}
+	n, ns := 19, 0
+	if b[n] == '.' {
+		n++
+		scale := 100000000
+		start := n
+		for n < len(b) && isDigit(b[n]) {
+			if scale > 0 {
+				ns += int(b[n]-'0') * scale
+				scale /= 10
+			}
+			n++
+		}
+		if n == start {
+			return time.Time{}, 0, false
+		}
+	}
+	if n >= len(b) || b[n] != ' ' {
+		return time.Time{}, 0, false
+	}
+	return time.Date(y, time.Month(mo), d, h, mi, s, ns, time.Local), n + 1, true
+}
+
+// parseLevel reads a level token followed by a space or the end of line and
+// returns the level and how many bytes it took (with the space).
+func parseLevel(b []byte) (string, int, bool) {
+	if len(b) < 4 || b[0] < 'A' || b[0] > 'W' {
+		return "", 0, false
+	}
+	for _, lv := range levels {
+		if len(b) >= len(lv) && string(b[:len(lv)]) == lv {
+			n := len(lv)
+			if n == len(b) {
+				return lv, n, true
+			}
+			if b[n] == ' ' || b[n] == '\t' {
+				return lv, n + 1, true
+			}
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+// stripSource removes errors.log's "[FuncShort @ file.go.N] " from the
+// front of a message (defaultconfig.go's fmterror format).
+func stripSource(m []byte) (msg, src []byte) {
+	if len(m) < 5 || m[0] != '[' {
+		return m, nil
+	}
+	end := bytes.IndexByte(m, ']')
+	if end < 0 {
+		return m, nil
+	}
+	inner := m[1:end]
+	if !bytes.Contains(inner, []byte(" @ ")) {
+		return m, nil
+	}
+	rest := m[end+1:]
+	if len(rest) > 0 && rest[0] == ' ' {
+		rest = rest[1:]
+	}
+	return rest, inner
+}
+
+var months = []string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
+
+// stripSyslog removes a journald/syslog prefix: "Mmm dd hh:mm:ss host tag: "
+// (BSD syslog, journalctl's default) or "<RFC 3339 time> host tag: "
+// (rsyslog's high-precision format, journalctl -o short-iso). The tag is
+// "program[pid]" or "program". Without both host and tag it is no prefix.
+func stripSyslog(b []byte) (rest, program []byte) {
+	n := 0
+	switch {
+	case len(b) > 16 && b[3] == ' ' && b[6] == ' ' && b[9] == ':' && b[12] == ':' && b[15] == ' ' && isMonth(b[:3]):
+		if !(b[4] == ' ' || isDigit(b[4])) || !isDigit(b[5]) {
+			return b, nil
+		}
+		n = 16
+	case len(b) > 20 && b[4] == '-' && b[7] == '-' && b[10] == 'T' && b[13] == ':' && b[16] == ':':
+		sp := bytes.IndexByte(b[19:], ' ')
+		if sp < 0 {
+			return b, nil
+		}
+		n = 19 + sp + 1
+	default:
+		return b, nil
+	}
+	// host
+	sp := bytes.IndexByte(b[n:], ' ')
+	if sp <= 0 {
+		return b, nil
+	}
+	n += sp + 1
+	// tag, ending in ": " or ":" at the end of the line
+	colon := -1
+	for i := n; i < len(b) && i < n+128; i++ {
+		c := b[i]
+		if c == ':' {
+			colon = i
+			break
+		}
+		if c == ' ' {
+			return b, nil
+		}
+	}
+	if colon <= n {
+		return b, nil
+	}
+	tag := b[n:colon]
+	if i := bytes.IndexByte(tag, '['); i > 0 {
+		tag = tag[:i]
+	}
+	rest = b[colon+1:]
+	if len(rest) > 0 && rest[0] == ' ' {
+		rest = rest[1:]
+	}
+	return rest, tag
+}
+
+func isMonth(b []byte) bool {
+	for _, m := range months {
+		if string(b) == m {
+			return true
+		}
+	}
+	return false
+}
