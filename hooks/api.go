@@ -36,6 +36,9 @@ type Hook struct {
 	Path   string // absolute path as found (may be a symlink)
 	State  State
 	Reason string // why Skipped or Refused, for the CLI and the log
+	// Target is what runs: Path, or a symlink's checked target, so that
+	// the file executed is the one that passed the checks.
+	Target string
 }
 
 // Outcome is how one hook ended.

@@ -1,0 +1,391 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults for a zero Options field.
+const (
+	DefaultTimeout      = 5 * time.Minute
+	DefaultKillGrace    = 10 * time.Second
+	DefaultDrainTimeout = 2 * time.Second
+	DefaultMaxLogBytes  = 1 << 20
+)
+
+// Options set how hooks run. A zero field takes its default.
+type Options struct {
+	// Timeout bounds one hook; then its process group gets SIGTERM.
+	Timeout time.Duration
+	// PhaseTimeouts override Timeout per phase.
+	PhaseTimeouts map[Phase]time.Duration
+	// KillGrace is the time between SIGTERM and SIGKILL of the group.
+	KillGrace time.Duration
+	// DrainTimeout is how long output is still read after the hook itself
+	// exited: a background child that keeps the hook's stdout open must
+	// not hold patchd, so after this the pipes are closed on it.
+	DrainTimeout time.Duration
+	// MaxLogBytes caps how much of each stream of one hook run is logged.
+	MaxLogBytes int64
+	// Logger gets the hook's output line by line and the runner's notes.
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.KillGrace <= 0 {
+		o.KillGrace = DefaultKillGrace
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.MaxLogBytes <= 0 {
+		o.MaxLogBytes = DefaultMaxLogBytes
+	}
+	if o.Logger == nil {
+		o.Logger = discardLogger
+	}
+	return o
+}
+
+func (o Options) timeout(p Phase) time.Duration {
+	if d, ok := o.PhaseTimeouts[p]; ok && d > 0 {
+		return d
+	}
+	return o.Timeout
+}
+
+// Runner runs hooks one at a time and records their metrics. It is safe
+// for concurrent use, but a cycle runs one phase at a time anyway.
+type Runner struct {
+	mu   sync.Mutex
+	opts Options
+	m    *metrics
+}
+
+// NewRunner returns a runner whose metrics are registered on reg (nil: not
+// registered, as in the CLI).
+func NewRunner(opts Options, reg prometheus.Registerer) *Runner {
+	m := newMetrics()
+	if reg != nil {
+		m.register(reg)
+	}
+	return &Runner{opts: opts.withDefaults(), m: m}
+}
+
+// SetOptions replaces the options for the hooks started after it (a
+// configuration reload); a running hook keeps the options it started with.
+func (r *Runner) SetOptions(opts Options) {
+	r.mu.Lock()
+	r.opts = opts.withDefaults()
+	r.mu.Unlock()
+}
+
+// Options returns the options in force.
+func (r *Runner) Options() Options {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.opts
+}
+
+// RunHook runs one hook to its end and returns its record. The hook is
+// inspected again first, so a file that became unsafe after it was listed
+// is refused. env.Phase must be h.Phase. A dry run starts nothing.
+// Cancelling ctx (patchd stopping) kills the hook's group like a timeout;
+// the result then says so in Error and the caller should treat the hook as
+// not finished.
+func (r *Runner) RunHook(ctx context.Context, h Hook, env Env) Result {
+	opts := r.Options()
+	env.Phase = h.Phase
+	if env.Attempt < 1 {
+		env.Attempt = 1
+	}
+	res := Result{Phase: h.Phase, Name: h.Name, ExitCode: -1, Start: time.Now(), Attempt: env.Attempt}
+	if h.State == Runnable {
+		h = Inspect(filepath.Dir(filepath.Dir(h.Path)), h.Phase, h.Name)
+	}
+	log := opts.Logger.With("phase", h.Phase, "hook", h.Name)
+	switch {
+	case h.State == Refused:
+		res.Outcome, res.Error = Refusal, h.Reason
+		log.Error("hook refused, not run", "reason", h.Reason)
+		r.m.runs.WithLabelValues(string(h.Phase), string(Refusal)).Inc()
+		return res
+	case h.State != Runnable:
+		res.Outcome, res.Error = NotRun, "skipped: "+h.Reason
+		return res
+	case env.DryRun:
+		res.Outcome = DryRun
+		log.Info("dry run: hook would run", "path", h.Path)
+		return res
+	}
+
+	timeout := opts.timeout(h.Phase)
+	log.Info("hook starting", "path", h.Path, "attempt", env.Attempt, "timeout", timeout)
+	run := execute(ctx, h, env, opts, timeout, log)
+	res.ExitCode, res.Duration = run.exitCode, run.duration
+	res.StdoutTail, res.StderrTail = run.stdout, run.stderr
+	switch {
+	case run.startErr != nil:
+		res.Outcome = Failed
+		res.Error = fmt.Sprintf("cannot start %s: %v (check its #! line and that its interpreter is installed)", h.Target, run.startErr)
+	case run.timedOut:
+		res.Outcome = TimedOut
+		res.Error = fmt.Sprintf("timed out after %s; its process group was killed", timeout)
+	case run.cancelled:
+		res.Outcome = Failed
+		res.Error = "interrupted: patchd is stopping; the hook was killed"
+	case run.exitCode == 0:
+		res.Outcome = Success
+	case run.signal != 0:
+		res.Outcome = Failed
+		res.Error = "killed by signal " + run.signal.String()
+	default:
+		res.Outcome = Failed
+		res.Error = fmt.Sprintf("exit status %d", run.exitCode)
+	}
+	if run.leftover {
+		log.Warn("hook left a background process holding its output; patchd stopped reading it", "waited", opts.DrainTimeout)
+	}
+	if res.Outcome == Success {
+		log.Info("hook finished", "result", res.Outcome, "duration", res.Duration)
+	} else {
+		log.Error("hook failed", "result", res.Outcome, "exit_code", res.ExitCode, "duration", res.Duration, "err", res.Error)
+	}
+	r.m.runs.WithLabelValues(string(h.Phase), string(res.Outcome)).Inc()
+	r.m.duration.WithLabelValues(string(h.Phase)).Observe(res.Duration.Seconds())
+	return res
+}
+
+// run is what execute learned about one process.
+type run struct {
+	startErr  error
+	exitCode  int
+	signal    syscall.Signal
+	timedOut  bool
+	cancelled bool
+	leftover  bool // pipes still held open after DrainTimeout
+	duration  time.Duration
+	stdout    string
+	stderr    string
+}
+
+// execute starts the hook in its own process group with the contract's
+// environment and waits for it, its timeout, or ctx.
+//
+// The pipes are os.Pipe, not cmd.StdoutPipe: exec.Cmd.Wait would wait for
+// every holder of the pipe to close it, which is exactly how a background
+// grandchild hangs a naive runner.
+func execute(ctx context.Context, h Hook, env Env, opts Options, timeout time.Duration, log *slog.Logger) run {
+	var rn run
+	rn.exitCode = -1
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		rn.startErr = err
+		return rn
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		rn.startErr = err
+		return rn
+	}
+	cmd := &exec.Cmd{
+		Path:        h.Target,
+		Args:        []string{h.Target},
+		Env:         env.Environ(),
+		Dir:         "/",
+		Stdout:      outW,
+		Stderr:      errW,
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+	}
+	start := time.Now()
+	err = cmd.Start()
+	// The child has its own copies; ours must go so that EOF can come.
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		rn.startErr = err
+		return rn
+	}
+	pgid := cmd.Process.Pid
+
+	outS := &stream{logger: log, name: "stdout", maxLog: opts.MaxLogBytes}
+	errS := &stream{logger: log, name: "stderr", maxLog: opts.MaxLogBytes}
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go func() { defer readers.Done(); outS.readFrom(outR) }()
+	go func() { defer readers.Done(); errS.readFrom(errR) }()
+	drained := make(chan struct{})
+	go func() { readers.Wait(); close(drained) }()
+
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var waitErr error
+	select {
+	case waitErr = <-exited:
+	case <-timer.C:
+		rn.timedOut = true
+	case <-ctx.Done():
+		rn.cancelled = true
+	}
+	if rn.timedOut || rn.cancelled {
+		log.Warn("stopping hook: SIGTERM to its process group", "timed_out", rn.timedOut, "grace", opts.KillGrace)
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		grace := time.NewTimer(opts.KillGrace)
+		// Wait for the whole group to let go of the pipes, not just the
+		// leader: a grandchild that ignores SIGTERM gets SIGKILL too.
+		exitedC, drainedC := (<-chan error)(exited), (<-chan struct{})(drained)
+		gotExit, gotDrain := false, false
+	wait:
+		for !gotExit || !gotDrain {
+			select {
+			case waitErr = <-exitedC:
+				gotExit, exitedC = true, nil
+			case <-drainedC:
+				gotDrain, drainedC = true, nil
+			case <-grace.C:
+				log.Warn("hook still running after the grace period: SIGKILL to its process group")
+				_ = syscall.Kill(-pgid, syscall.SIGKILL)
+				break wait
+			}
+		}
+		grace.Stop()
+		if !gotExit {
+			waitErr = <-exited
+		}
+	}
+	rn.duration = time.Since(start)
+
+	// The leader is gone; give its output a moment to end, then stop
+	// reading whatever still holds it.
+	drain := time.NewTimer(opts.DrainTimeout)
+	select {
+	case <-drained:
+	case <-drain.C:
+		rn.leftover = true
+		now := time.Now()
+		_ = outR.SetReadDeadline(now)
+		_ = errR.SetReadDeadline(now)
+		readers.Wait()
+	}
+	drain.Stop()
+	outR.Close()
+	errR.Close()
+	rn.stdout, rn.stderr = outS.tail.String(), errS.tail.String()
+
+	var ee *exec.ExitError
+	switch {
+	case waitErr == nil:
+		rn.exitCode = 0
+	case errors.As(waitErr, &ee):
+		rn.exitCode = ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			rn.signal = ws.Signal()
+		}
+	default:
+		rn.startErr = waitErr
+	}
+	return rn
+}
+
+// PhaseOptions connect RunPhase to the cycle's persisted state.
+type PhaseOptions struct {
+	// Skip reports a hook that already finished in this cycle (resume
+	// after a crash); it is neither run nor reported.
+	Skip func(h Hook) bool
+	// OnStart is called before a hook starts (the cycle persists "attempt
+	// N started"); an error aborts the phase.
+	OnStart func(h Hook) error
+	// OnResult is called after each hook that ended (success, failure,
+	// timeout, refusal, dry run), not for hooks reported NotRun and not for
+	// a hook interrupted because ctx ended; an error aborts the phase.
+	OnResult func(res Result) error
+	// Attempt gives a hook's PATCHD_ATTEMPT; nil uses env.Attempt (or 1).
+	Attempt func(h Hook) int
+}
+
+// RunPhase discovers the hooks of env.Phase under root and runs them in
+// lexical order under the phase's failure policy (DESIGN.md §3): pre-patch
+// stops at the first hook that does not succeed and reports the rest as
+// NotRun; pre-reboot and post-patch run every hook. Skipped files are not
+// reported. The error is not about hooks failing (that is in the results)
+// but about the phase not being carried out: the directory cannot be read,
+// a callback failed, or ctx ended (patchd stopping), in which case the
+// interrupted hook is absent from the results and must run again.
+func (r *Runner) RunPhase(ctx context.Context, root string, env Env, p PhaseOptions) ([]Result, error) {
+	list, err := Discover(root, env.Phase)
+	if err != nil {
+		return nil, err
+	}
+	var results []Result
+	failedAt := ""
+	for _, h := range list {
+		if h.State == Skipped || (p.Skip != nil && p.Skip(h)) {
+			continue
+		}
+		if failedAt != "" {
+			results = append(results, Result{Phase: h.Phase, Name: h.Name, Outcome: NotRun, ExitCode: -1,
+				Error: "not run: pre-patch hook " + failedAt + " did not succeed"})
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return results, fmt.Errorf("%s phase interrupted before hook %s: %w", env.Phase, h.Name, err)
+		}
+		e := env
+		if p.Attempt != nil {
+			e.Attempt = p.Attempt(h)
+		}
+		if p.OnStart != nil && h.State == Runnable && !env.DryRun {
+			if err := p.OnStart(h); err != nil {
+				return results, fmt.Errorf("%s phase stopped before hook %s: %w", env.Phase, h.Name, err)
+			}
+		}
+		res := r.RunHook(ctx, h, e)
+		if ctx.Err() != nil && res.Outcome != Success && res.Outcome != Refusal && res.Outcome != DryRun {
+			return results, fmt.Errorf("%s phase interrupted during hook %s: %w", env.Phase, h.Name, ctx.Err())
+		}
+		if p.OnResult != nil {
+			if err := p.OnResult(res); err != nil {
+				return append(results, res), fmt.Errorf("%s phase stopped after hook %s: %w", env.Phase, h.Name, err)
+			}
+		}
+		results = append(results, res)
+		if env.Phase == PrePatch && res.Outcome != Success && res.Outcome != DryRun {
+			failedAt = h.Name
+		}
+	}
+	if !env.DryRun {
+		r.m.recordPhase(env.Phase, results)
+	}
+	return results, nil
+}
+
+// PhaseSucceeded reports whether every result is a success (or a dry run):
+// the answer for `patchd hooks run`'s and the gate's exit code.
+func PhaseSucceeded(results []Result) bool {
+	for _, res := range results {
+		if res.Outcome != Success && res.Outcome != DryRun {
+			return false
+		}
+	}
+	return true
+}
