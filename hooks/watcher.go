@@ -42,9 +42,9 @@ func NewWatcher(root string, logger *slog.Logger, reg prometheus.Registerer) *Wa
 		logger = discardLogger
 	}
 	w := &Watcher{
-		root:    root,
-		logger:  logger,
-		resync:  DefaultResync,
+		root:   root,
+		logger: logger,
+		resync: DefaultResync,
 		refused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "patchd_hooks_refused",
 			Help: "Hooks refused as unsafe (owner, writable by others, unsafe directory), by phase; they never run.",
@@ -91,6 +91,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 		defer fw.Close()
 		w.addWatches(fw)
 	}
+	// What changed between NewWatcher's scan and the watches is seen here;
+	// this scan also tells Changed waiters that Run is watching.
+	w.scan()
 	tick := time.NewTicker(w.resync)
 	defer tick.Stop()
 	var events <-chan fsnotify.Event
