@@ -1,0 +1,111 @@
+package hoststate
+
+import (
+	"encoding/json"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func jsonUnmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("patchd_"+name, help, labels, nil)
+}
+
+var (
+	descRebootRequired = desc("reboot_required",
+		"Whether the host needs a reboot to finish applying updates (Debian/Ubuntu: the reboot marker file; RHEL/Amazon Linux: needs-restarting -r).")
+	descRebootSince = desc("reboot_required_since_timestamp_seconds",
+		"When the pending reboot became required (0 when none is); kept across patchd restarts.")
+	descUpdatesPending = desc("updates_pending",
+		"Package updates available from the local package cache, all of them or only security ones.", "kind")
+	descKernelLatest = desc("kernel_running_is_latest",
+		"Whether the running kernel is the newest installed kernel package (0: a reboot would change kernel).")
+	descSummaryPackages = desc("aws_patch_summary_packages",
+		"Package counts of the last AWS-RunPatchBaseline Scan or Install on this host, by patch state.", "state")
+	descSummaryNonCompliant = desc("aws_patch_summary_noncompliant_packages",
+		"Non-compliant package counts of the last AWS-RunPatchBaseline operation, by classification.", "class")
+	descSummaryEnd = desc("aws_patch_summary_operation_end_timestamp_seconds",
+		"End time of the AWS-RunPatchBaseline operation the summary describes.")
+)
+
+// checkDescs are the per-check bookkeeping series, in CheckAll's order.
+var checkDescs = []struct {
+	name       string
+	last, errs *prometheus.Desc
+}{
+	{"reboot_required",
+		desc("reboot_required_last_check_timestamp_seconds", "Time of the last successful reboot-required check."),
+		desc("reboot_required_check_errors_total", "Reboot-required checks that failed (tool missing, unexpected output, timeout).")},
+	{"updates_pending",
+		desc("updates_pending_last_check_timestamp_seconds", "Time of the last successful pending-updates check."),
+		desc("updates_pending_check_errors_total", "Pending-updates checks that failed (package manager error, no cache, timeout).")},
+	{"kernel",
+		desc("kernel_last_check_timestamp_seconds", "Time of the last successful running-kernel check."),
+		desc("kernel_check_errors_total", "Running-kernel checks that failed.")},
+	{"aws_patch_summary",
+		desc("aws_patch_summary_last_check_timestamp_seconds", "Time the AWS patch summary file was last read successfully."),
+		desc("aws_patch_summary_check_errors_total", "Reads of the AWS patch summary file that failed: missing, unreadable or of an unknown schema.")},
+}
+
+// Describe implements prometheus.Collector.
+func (h *HostState) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRebootRequired, descRebootSince, descUpdatesPending, descKernelLatest,
+		descSummaryPackages, descSummaryNonCompliant, descSummaryEnd} {
+		ch <- d
+	}
+	for _, c := range checkDescs {
+		ch <- c.last
+		ch <- c.errs
+	}
+}
+
+// Collect implements prometheus.Collector from the cache only. A value is
+// exported once its check has succeeded; until then only the error counter
+// speaks, so "tool missing" never reads as "no reboot needed".
+func (h *HostState) Collect(ch chan<- prometheus.Metric) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	if h.reboot.ok {
+		gauge(descRebootRequired, b2f(h.rebootRequired))
+		since := 0.0
+		if !h.rebootSince.IsZero() {
+			since = float64(h.rebootSince.UnixNano()) / 1e9
+		}
+		gauge(descRebootSince, since)
+	}
+	if h.updates.ok {
+		gauge(descUpdatesPending, float64(h.pending.All), "all")
+		gauge(descUpdatesPending, float64(h.pending.Security), "security")
+	}
+	if h.kernel.ok {
+		gauge(descKernelLatest, b2f(h.kernelLatest))
+	}
+	if h.summary.ok {
+		for _, st := range PatchStates {
+			gauge(descSummaryPackages, h.patchSummary.States[st.Label], st.Label)
+		}
+		for _, cl := range NonCompliantClasses {
+			gauge(descSummaryNonCompliant, h.patchSummary.NonCompliant[cl.Label], cl.Label)
+		}
+		gauge(descSummaryEnd, float64(h.patchSummary.End.Unix()))
+	}
+	for i, c := range []*checkState{&h.reboot, &h.updates, &h.kernel, &h.summary} {
+		if c.ok {
+			gauge(checkDescs[i].last, float64(c.last.UnixNano())/1e9)
+		}
+		ch <- prometheus.MustNewConstMetric(checkDescs[i].errs, prometheus.CounterValue, c.errors)
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+var _ prometheus.Collector = (*HostState)(nil)
