@@ -1,10 +1,29 @@
 package main
 
-// hostStatePart is the daemon's host patch-state part. Owned by the host patch-state area; see setupHostState.
-type hostStatePart struct{}
+import (
+	"github.com/patchd/patchd/agent/config"
+	"github.com/patchd/patchd/agent/hoststate"
+)
 
-// setupHostState wires the host patch-state part into the daemon (not built yet).
+// hostStatePart is the daemon's host patch-state part: the checks run on
+// their own timer and the registry reads their cache.
+type hostStatePart struct {
+	hs *hoststate.HostState
+}
+
+// setupHostState wires the host patch-state collectors into the daemon.
 func (d *daemon) setupHostState() error {
-	d.hostState = &hostStatePart{}
+	cfg := d.config()
+	hs := hoststate.New(hoststate.Options{
+		Config:   cfg.HostState,
+		StateDir: cfg.Paths.State,
+		Logger:   d.logger.With("part", "host-state"),
+	})
+	if err := d.reg.Register(hs); err != nil {
+		return err
+	}
+	d.hostState = &hostStatePart{hs: hs}
+	d.addActor("host-state", hs.Run)
+	d.onReload(func(c config.Config) { hs.SetConfig(c.HostState) })
 	return nil
 }
