@@ -1,0 +1,637 @@
+package cycle
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/patchd/patchd/agent/agentlog"
+	"github.com/patchd/patchd/agent/atomicfile"
+	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/ssm"
+	"github.com/patchd/patchd/hooks"
+)
+
+// Runner runs hooks. The hooks package's runner fits behind it; tests use
+// a fake.
+type Runner interface {
+	// Discover lists a phase's files in lexical order, with their state.
+	Discover(phase hooks.Phase) ([]hooks.Hook, error)
+	// RunHook runs one hook to its end (or ctx's).
+	RunHook(ctx context.Context, h hooks.Hook, env hooks.Env) hooks.Result
+}
+
+// Settings are the reloadable settings the engine reads at each use.
+type Settings struct {
+	FailsafeAge           time.Duration
+	PostPatchRetries      int
+	PostPatchRetryBackoff time.Duration
+	LedgerMaxEntries      int
+}
+
+// Options build an Engine.
+type Options struct {
+	StateDir  string
+	AgentData string // to check, after a restart, whether the document is still there
+	Runner    Runner
+	Packages  ledger.Snapshotter // nil: no package ledger
+	Settings  func() Settings
+	Logger    *slog.Logger
+	Reg       prometheus.Registerer
+	Clock     clockwork.Clock // nil: the real clock
+	// Shutdown says whether the system is going down; asked once at stop.
+	Shutdown ShutdownDetector
+	// StopBound bounds pre-reboot hooks run at stop during a shutdown.
+	StopBound time.Duration
+	// BootID returns an id that changes at every boot ("" if unknown).
+	BootID func() string
+	// AfterPersist is called after every write of cycle.json with its
+	// count since start; tests use it to crash patchd at each step.
+	AfterPersist func(n int)
+}
+
+// Engine is the cycle actor. Producers call Command, Log and Gate from any
+// goroutine; only Run's goroutine changes the state.
+type Engine struct {
+	o       Options
+	log     *slog.Logger
+	clock   clockwork.Clock
+	path    string
+	st      *State
+	m       *metrics
+	persist int
+
+	mu    sync.Mutex
+	inbox []any
+	wake  chan struct{}
+
+	snap     atomic.Pointer[[]byte] // last persisted state, for Status
+	running  atomic.Pointer[string] // hook running now, for Status
+	stopOnce sync.Once
+	stopRun  bool // decided by stopOnce
+}
+
+type gateMsg struct {
+	req   GateRequest
+	reply chan GateReply
+}
+
+// New loads the state and registers the metrics, restored from it.
+func New(o Options) (*Engine, error) {
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.StopBound <= 0 {
+		o.StopBound = 80 * time.Second
+	}
+	if o.BootID == nil {
+		o.BootID = func() string { return "" }
+	}
+	e := &Engine{o: o, log: o.Logger, clock: o.Clock, path: filepath.Join(o.StateDir, FileName), wake: make(chan struct{}, 1)}
+	st, err := LoadState(e.path)
+	if st == nil {
+		return nil, err
+	}
+	if err != nil {
+		e.log.Error("cycle state lost", "err", err)
+	}
+	e.st = st
+	m, err := newMetrics(o.Reg)
+	if err != nil {
+		return nil, err
+	}
+	e.m = m
+	e.m.restore(st)
+	e.updateSnap()
+	return e, nil
+}
+
+// Command enqueues a command event; it never blocks.
+func (e *Engine) Command(ev ssm.CommandEvent) { e.enqueue(ev) }
+
+// Log enqueues an agent log event; only reboot and command-end events
+// matter, the rest is dropped here to keep the queue short.
+func (e *Engine) Log(ev agentlog.Event) {
+	if ev.Kind == agentlog.Reboot || ev.Kind == agentlog.CommandEnd {
+		e.enqueue(ev)
+	}
+}
+
+func (e *Engine) enqueue(m any) {
+	e.mu.Lock()
+	e.inbox = append(e.inbox, m)
+	e.mu.Unlock()
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (e *Engine) take() []any {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	in := e.inbox
+	e.inbox = nil
+	return in
+}
+
+// Run handles events until ctx is done. At a stop during a system shutdown
+// with a cycle open, it runs pre-reboot before it returns.
+func (e *Engine) Run(ctx context.Context) error {
+	e.resume(ctx)
+	for {
+		var failsafe <-chan time.Time
+		var timer clockwork.Timer
+		if c := e.st.Current; c != nil && !c.Ended {
+			age := e.o.Settings().FailsafeAge
+			if age > 0 {
+				timer = e.clock.NewTimer(max(0, c.Opened.Add(age).Sub(e.clock.Now())))
+				failsafe = timer.Chan()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			e.atStop()
+			return nil
+		case <-e.wake:
+			for _, m := range e.take() {
+				if ctx.Err() != nil {
+					// Unanswered gates learn that patchd is stopping.
+					if g, ok := m.(gateMsg); ok {
+						g.reply <- GateReply{Error: "patchd is stopping; run the gate again once it is back"}
+					}
+					continue
+				}
+				e.handle(ctx, m)
+			}
+		case <-failsafe:
+			e.failsafe(ctx)
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+	}
+}
+
+func (e *Engine) handle(ctx context.Context, m any) {
+	switch m := m.(type) {
+	case ssm.CommandEvent:
+		e.onCommand(ctx, m)
+	case agentlog.Event:
+		e.onLog(ctx, m)
+	case gateMsg:
+		m.reply <- e.onGate(ctx, m.req)
+	case chan struct{}:
+		close(m) // flush: everything queued before it is handled
+	}
+}
+
+// resume finishes what a crash or a reboot interrupted.
+func (e *Engine) resume(ctx context.Context) {
+	c := e.st.Current
+	if c == nil {
+		e.openQueued(ctx)
+		return
+	}
+	e.log.Info("resuming patch cycle", "cycle", c.ID, "trigger", c.Trigger, "document", c.Document.DocumentID, "phase", c.Phase)
+	if !c.Ended {
+		// The document may have ended while patchd was down: no event
+		// will ever say so.
+		if id := e.endDocument(c); id != "" && !e.documentPresent(id) {
+			e.log.Info("patch command ended while patchd was not running", "document", id)
+			c.Ended, c.EndAt = true, e.clock.Now()
+			c.Result = resultOf(c.Document.Status, nil, false)
+		}
+	}
+	e.advance(ctx)
+}
+
+// endDocument is the document whose end ends the cycle ("" when unknown).
+func (e *Engine) endDocument(c *Cycle) string {
+	if c.Document.DocumentID != "" {
+		return c.Document.DocumentID
+	}
+	if !c.WaitForPatch {
+		return c.GateDocumentID
+	}
+	return ""
+}
+
+func (e *Engine) documentPresent(id string) bool {
+	if e.o.AgentData == "" {
+		return true
+	}
+	for _, f := range []ssm.Folder{ssm.Pending, ssm.Current} {
+		paths, err := ssm.ListFolder(e.o.AgentData, f)
+		if err != nil {
+			return true
+		}
+		for _, p := range paths {
+			if filepath.Base(p) == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// advance runs whatever the open cycle needs next, in phase order, until
+// it waits for an event or closes.
+func (e *Engine) advance(ctx context.Context) {
+	for ctx.Err() == nil {
+		c := e.st.Current
+		if c == nil {
+			e.openQueued(ctx)
+			if e.st.Current == nil {
+				return
+			}
+			continue
+		}
+		switch {
+		case !c.phase(PhasePrePatch).Done:
+			e.runPhase(ctx, c, hooks.PrePatch)
+		case c.RebootRequested && !c.phase(PhasePreReboot).Done && !c.Ended:
+			e.runPhase(ctx, c, hooks.PreReboot)
+		case c.Ended && !c.phase(PhasePostPatch).Done:
+			e.runPhase(ctx, c, hooks.PostPatch)
+		case c.Ended:
+			e.close(ctx)
+		default:
+			if c.Phase != PhaseWaiting {
+				c.Phase = PhaseWaiting
+				e.save()
+			}
+			e.m.setPhase(PhaseWaiting)
+			return
+		}
+	}
+}
+
+func newID(now time.Time) string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)
+}
+
+// open starts a cycle and snapshots the packages; the caller advances it.
+func (e *Engine) open(ctx context.Context, trigger string, doc Document) *Cycle {
+	now := e.clock.Now()
+	c := &Cycle{ID: newID(now), Trigger: trigger, Opened: now, Phase: PhasePrePatch, Document: doc, BootID: e.o.BootID()}
+	if e.o.Packages != nil {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		pk, err := e.o.Packages.Snapshot(sctx)
+		cancel()
+		if err != nil {
+			c.PackagesError = err.Error()
+			e.log.Warn("package snapshot at cycle open failed; the ledger will not list changes", "err", err)
+		}
+		c.Packages = pk
+	}
+	e.st.Current = c
+	e.log.Info("patch cycle opened", "cycle", c.ID, "trigger", trigger, "document", doc.DocumentID,
+		"document_name", doc.DocumentName, "command_id", doc.CommandID, "operation", doc.Operation)
+	e.m.opened(c)
+	e.save()
+	return c
+}
+
+func (e *Engine) openQueued(ctx context.Context) {
+	if e.st.Current != nil || len(e.st.Queue) == 0 {
+		return
+	}
+	doc := e.st.Queue[0]
+	e.st.Queue = e.st.Queue[1:]
+	e.open(ctx, TriggerObserved, doc)
+}
+
+func docOf(ev ssm.CommandEvent) Document {
+	return Document{
+		DocumentID: ev.DocumentID, CommandID: ev.CommandID, AssociationID: ev.AssociationID,
+		DocumentName: ev.DocumentName, Operation: ev.Patch.Operation, InstanceID: ev.InstanceID,
+		Status: ev.Status, RunCount: ev.RunCount,
+	}
+}
+
+// rebootAsked reports whether the agent asked for a reboot in this event.
+func rebootAsked(ev ssm.CommandEvent) bool {
+	if isReboot(ev.Status) {
+		return true
+	}
+	for _, s := range ev.PluginStatuses {
+		if isReboot(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func isReboot(s string) bool { return s == "SuccessAndReboot" || s == "PassedAndReboot" }
+
+// resultOf maps the agent's last document status to PATCHD_RESULT.
+func resultOf(status string, plugins map[string]string, corrupt bool) string {
+	if corrupt {
+		return ResultUnknown
+	}
+	switch status {
+	case "Success", "SuccessAndReboot", "PassedAndReboot", "TestPass":
+		return ResultSuccess
+	case "Failed", "TestFailure":
+		return ResultFailed
+	case "Cancelled":
+		return ResultCancelled
+	case "TimedOut":
+		return ResultTimedOut
+	}
+	// The document status can lag the steps: decide from them when all ended.
+	worst := ""
+	for _, s := range plugins {
+		switch s {
+		case "Failed", "TestFailure":
+			worst = ResultFailed
+		case "TimedOut":
+			if worst != ResultFailed {
+				worst = ResultTimedOut
+			}
+		case "Cancelled":
+			if worst == "" || worst == ResultSuccess {
+				worst = ResultCancelled
+			}
+		case "Success", "SuccessAndReboot", "PassedAndReboot", "Skipped", "TestPass":
+			if worst == "" {
+				worst = ResultSuccess
+			}
+		default:
+			return ResultUnknown
+		}
+	}
+	if worst == "" {
+		return ResultUnknown
+	}
+	return worst
+}
+
+func (e *Engine) onCommand(ctx context.Context, ev ssm.CommandEvent) {
+	if e.st.wasClosed(ev.DocumentID) {
+		return
+	}
+	c := e.st.Current
+	if c != nil && ev.DocumentID != "" && (ev.DocumentID == c.Document.DocumentID ||
+		(c.Document.DocumentID == "" && ev.DocumentID == c.GateDocumentID)) {
+		e.followed(ctx, c, ev)
+		return
+	}
+	if !ev.Patch.IsPatch {
+		return
+	}
+	if !ev.Patch.OpensCycle {
+		if ev.Kind == ssm.Seen {
+			e.log.Info("patch command needs no hooks", "document", ev.DocumentID, "document_name", ev.DocumentName,
+				"operation", ev.Patch.Operation, "reason", ev.Patch.Reason)
+		}
+		return
+	}
+	if ev.Kind == ssm.Gone {
+		for i, q := range e.st.Queue {
+			if q.DocumentID == ev.DocumentID && c != nil {
+				// It ran entirely inside the open cycle, whose hooks
+				// covered it.
+				e.st.Queue = append(e.st.Queue[:i], e.st.Queue[i+1:]...)
+				c.Also = append(c.Also, ev.DocumentID)
+				e.st.addClosed(ev.DocumentID)
+				e.log.Info("queued patch command ended within the open cycle", "document", ev.DocumentID, "cycle", c.ID)
+				e.save()
+				return
+			}
+		}
+		return
+	}
+	if ev.Patch.Reason != "" {
+		e.log.Info("patch command classified", "document", ev.DocumentID, "operation", ev.Patch.Operation, "reason", ev.Patch.Reason)
+	}
+	switch {
+	case c == nil:
+		c = e.open(ctx, TriggerObserved, docOf(ev))
+		e.followed(ctx, c, ev)
+	case c.Document.DocumentID == "":
+		c.Document = docOf(ev)
+		e.log.Info("gate cycle adopts the patch command", "cycle", c.ID, "document", ev.DocumentID, "document_name", ev.DocumentName)
+		e.save()
+		e.followed(ctx, c, ev)
+	default:
+		for _, q := range e.st.Queue {
+			if q.DocumentID == ev.DocumentID {
+				return
+			}
+		}
+		e.st.Queue = append(e.st.Queue, docOf(ev))
+		e.log.Info("patch command queued behind the open cycle", "document", ev.DocumentID, "cycle", c.ID)
+		e.save()
+	}
+}
+
+// followed handles an event about the document the open cycle follows.
+func (e *Engine) followed(ctx context.Context, c *Cycle, ev ssm.CommandEvent) {
+	d := &c.Document
+	if d.DocumentID == ev.DocumentID {
+		if ev.Status != "" {
+			d.Status = ev.Status
+		}
+		if ev.RunCount > d.RunCount {
+			d.RunCount = ev.RunCount
+		}
+		if d.InstanceID == "" {
+			d.InstanceID = ev.InstanceID
+		}
+	}
+	switch {
+	case ev.Kind == ssm.Gone && !c.Ended && ev.DocumentID == e.endDocument(c):
+		c.Ended, c.EndAt = true, e.clock.Now()
+		c.Result = resultOf(ev.Status, ev.PluginStatuses, ev.Folder == ssm.Corrupt)
+		e.log.Info("patch command ended", "cycle", c.ID, "document", ev.DocumentID, "status", ev.Status,
+			"result", c.Result, "corrupt", ev.Folder == ssm.Corrupt)
+		e.save()
+	case ev.Kind != ssm.Gone && rebootAsked(ev) && !c.RebootRequested:
+		c.RebootRequested = true
+		e.log.Info("the agent asked for a reboot", "cycle", c.ID, "document", ev.DocumentID, "status", ev.Status)
+		e.save()
+	}
+	e.advance(ctx)
+}
+
+func (e *Engine) onLog(ctx context.Context, ev agentlog.Event) {
+	c := e.st.Current
+	if c == nil {
+		return
+	}
+	// Only a line about this cycle's command, or about none, and not one
+	// from before the cycle (the tail may replay old lines at start).
+	if !ev.Time.IsZero() && ev.Time.Before(c.Opened.Add(-time.Minute)) {
+		return
+	}
+	matches := (ev.DocumentID == "" && ev.CommandID == "") ||
+		(ev.DocumentID != "" && ev.DocumentID == c.Document.DocumentID) ||
+		(ev.CommandID != "" && ev.CommandID == c.Document.CommandID) ||
+		(c.Document.DocumentID == "" && ev.DocumentID != "" && ev.DocumentID == c.GateDocumentID)
+	if !matches {
+		return
+	}
+	switch ev.Kind {
+	case agentlog.Reboot:
+		if !c.RebootRequested && !c.Ended {
+			c.RebootRequested = true
+			e.log.Info("the agent log says a reboot was requested", "cycle", c.ID, "line", ev.Message)
+			e.save()
+			e.advance(ctx)
+		}
+	case agentlog.CommandEnd:
+		// The state file's removal is what ends a cycle; the log only
+		// corroborates it.
+		e.log.Debug("agent log: command complete", "cycle", c.ID, "command_id", ev.CommandID, "line", ev.Message)
+	}
+}
+
+func (e *Engine) failsafe(ctx context.Context) {
+	c := e.st.Current
+	if c == nil || c.Ended {
+		return
+	}
+	e.log.Warn("patch cycle reached the failsafe age without seeing its end; closing it as timed_out",
+		"cycle", c.ID, "document", c.Document.DocumentID, "opened", c.Opened, "failsafe_age", e.o.Settings().FailsafeAge)
+	c.Ended, c.EndAt, c.Result = true, e.clock.Now(), ResultTimedOut
+	e.save()
+	e.advance(ctx)
+}
+
+// close finishes the cycle after post-patch: ledger, counters, state.
+func (e *Engine) close(ctx context.Context) {
+	c := e.st.Current
+	now := e.clock.Now()
+	entry := ledger.Entry{
+		CycleID: c.ID, Trigger: c.Trigger, Opened: c.Opened, Closed: now,
+		DocumentID: c.Document.DocumentID, DocumentName: c.Document.DocumentName, CommandID: c.Document.CommandID,
+		AssociationID: c.Document.AssociationID, Operation: c.Document.Operation, InstanceID: c.Document.InstanceID,
+		Status: c.Document.Status, Result: c.Result, Rebooted: e.rebooted(c), Also: c.Also,
+		PackagesError: c.PackagesError,
+	}
+	for _, p := range []string{PhasePrePatch, PhasePreReboot, PhasePostPatch} {
+		if ps := c.Phases[p]; ps != nil {
+			for _, h := range ps.Hooks {
+				entry.Hooks = append(entry.Hooks, h.HookRun)
+			}
+		}
+	}
+	if e.o.Packages != nil && c.PackagesError == "" {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		after, err := e.o.Packages.Snapshot(sctx)
+		cancel()
+		if err != nil {
+			entry.PackagesError = err.Error()
+			e.log.Warn("package snapshot at cycle close failed", "err", err)
+		} else {
+			entry.Packages = ledger.Diff(c.Packages, after)
+		}
+	}
+	if ctx.Err() != nil {
+		return // closed after the restart, with a fresh snapshot
+	}
+	lpath := filepath.Join(e.o.StateDir, ledger.FileName)
+	// A crash between the ledger write and the state write below must not
+	// add the cycle twice.
+	if last, _, err := ledger.Read(lpath, 1); err != nil || len(last) == 0 || last[0].CycleID != c.ID {
+		if err := ledger.Append(lpath, entry, e.o.Settings().LedgerMaxEntries); err != nil {
+			e.log.Error("cannot write the ledger", "err", err)
+		}
+	}
+	if e.st.Totals == nil {
+		e.st.Totals = map[string]float64{}
+	}
+	e.st.Totals[c.Trigger+"/"+c.Result]++
+	if c.Result == ResultSuccess {
+		e.st.LastSuccessfulEnd = now
+	}
+	e.st.LastPackageChanges = entry.Packages.Counts()
+	e.st.Last = &entry
+	e.st.addClosed(c.Document.DocumentID, c.GateDocumentID)
+	e.st.Current = nil
+	e.log.Info("patch cycle closed", "cycle", c.ID, "result", c.Result, "rebooted", entry.Rebooted,
+		"installed", len(entry.Packages.Installed), "upgraded", len(entry.Packages.Upgraded), "removed", len(entry.Packages.Removed))
+	e.m.closed(c.Trigger, c.Result, &entry, e.st)
+	e.save()
+}
+
+func (e *Engine) rebooted(c *Cycle) bool {
+	if c.RebootRequested {
+		return true
+	}
+	now := e.o.BootID()
+	return c.BootID != "" && now != "" && now != c.BootID
+}
+
+// save writes cycle.json. A failure is logged, not fatal: patchd keeps
+// working, and only a crash before the next good write loses a step.
+func (e *Engine) save() {
+	data, err := json.MarshalIndent(e.st, "", "  ")
+	if err == nil {
+		err = atomicfile.WriteFile(e.path, append(data, '\n'), 0o600)
+	}
+	if err != nil {
+		e.log.Error("cannot write the cycle state; a crash now would lose the last step", "err", err)
+	} else {
+		e.snap.Store(&data)
+	}
+	e.persist++
+	if e.o.AfterPersist != nil {
+		e.o.AfterPersist(e.persist)
+	}
+}
+
+func (e *Engine) updateSnap() {
+	data, _ := json.Marshal(e.st)
+	e.snap.Store(&data)
+}
+
+// instanceID guesses the instance id for a cycle without a document: the
+// one instance folder of the agent, when there is exactly one.
+func (e *Engine) instanceID(c *Cycle) string {
+	if c.Document.InstanceID != "" {
+		return c.Document.InstanceID
+	}
+	if e.o.AgentData == "" {
+		return ""
+	}
+	m, _ := filepath.Glob(filepath.Join(e.o.AgentData, "*", "document"))
+	if len(m) == 1 {
+		return filepath.Base(filepath.Dir(m[0]))
+	}
+	return ""
+}
+
+func bootIDFile(path string) func() string {
+	return func() string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+}
+
+// BootID reads the kernel's boot id.
+var BootID = bootIDFile("/proc/sys/kernel/random/boot_id")

@@ -1,0 +1,595 @@
+package cycle
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/patchd/patchd/agent/agentlog"
+	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/ssm"
+	"github.com/patchd/patchd/hooks"
+)
+
+// fakeRunner serves fixed hook lists and records every run.
+type fakeRunner struct {
+	mu    sync.Mutex
+	hooks map[hooks.Phase][]string
+	fail  map[string]int // phase/name -> fail this many first runs
+	// block, when set, holds runs of the named hook until ctx is done.
+	block string
+	runs  []run
+	start chan string // receives phase/name at each run start, if set
+}
+
+type run struct {
+	name string
+	env  hooks.Env
+}
+
+func (f *fakeRunner) Discover(p hooks.Phase) ([]hooks.Hook, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []hooks.Hook
+	for _, n := range f.hooks[p] {
+		st := hooks.Runnable
+		if strings.HasPrefix(n, "refused") {
+			st = hooks.Refused
+		}
+		out = append(out, hooks.Hook{Phase: p, Name: n, State: st})
+	}
+	return out, nil
+}
+
+func (f *fakeRunner) RunHook(ctx context.Context, h hooks.Hook, env hooks.Env) hooks.Result {
+	key := string(h.Phase) + "/" + h.Name
+	f.mu.Lock()
+	f.runs = append(f.runs, run{key, env})
+	fails := f.fail[key] > 0
+	if fails {
+		f.fail[key]--
+	}
+	block := f.block == key
+	start := f.start
+	f.mu.Unlock()
+	if start != nil {
+		start <- key
+	}
+	if block {
+		<-ctx.Done()
+		return hooks.Result{Phase: h.Phase, Name: h.Name, Outcome: hooks.Failed, ExitCode: -1}
+	}
+	if fails {
+		return hooks.Result{Phase: h.Phase, Name: h.Name, Outcome: hooks.Failed, ExitCode: 3}
+	}
+	return hooks.Result{Phase: h.Phase, Name: h.Name, Outcome: hooks.Success, StdoutTail: "ok " + env.Trigger}
+}
+
+func (f *fakeRunner) count(key string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, r := range f.runs {
+		if r.name == key {
+			n++
+		}
+	}
+	return n
+}
+
+func (f *fakeRunner) last(key string) hooks.Env {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.runs) - 1; i >= 0; i-- {
+		if f.runs[i].name == key {
+			return f.runs[i].env
+		}
+	}
+	return hooks.Env{}
+}
+
+type fakePkgs struct {
+	mu   sync.Mutex
+	pkgs []ledger.Package
+}
+
+func (p *fakePkgs) Snapshot(context.Context) ([]ledger.Package, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]ledger.Package(nil), p.pkgs...), nil
+}
+
+func (p *fakePkgs) set(pk ...ledger.Package) {
+	p.mu.Lock()
+	p.pkgs = pk
+	p.mu.Unlock()
+}
+
+type shutdownFlag bool
+
+func (s shutdownFlag) ShuttingDown(context.Context) bool { return bool(s) }
+
+// harness runs one engine over a state dir; restart() simulates a crash and
+// a new patchd on the same dir.
+type harness struct {
+	t      *testing.T
+	dir    string
+	agent  string
+	runner *fakeRunner
+	pkgs   *fakePkgs
+	clock  *clockwork.FakeClock
+	set    Settings
+	down   shutdownFlag
+	e      *Engine
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newHarness(t *testing.T, r *fakeRunner) *harness {
+	h := &harness{t: t, dir: t.TempDir(), agent: t.TempDir(), runner: r, pkgs: &fakePkgs{},
+		clock: clockwork.NewFakeClockAt(time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)),
+		set:   Settings{FailsafeAge: 3 * time.Hour, PostPatchRetries: 2, PostPatchRetryBackoff: time.Minute, LedgerMaxEntries: 10}}
+	h.pkgs.set(ledger.Package{Name: "bash", Version: "1", Arch: "amd64"})
+	h.start()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) start() {
+	h.reg = prometheus.NewRegistry()
+	e, err := New(Options{StateDir: h.dir, AgentData: h.agent, Runner: h.runner, Packages: h.pkgs,
+		Settings: func() Settings { return h.set }, Reg: h.reg, Clock: h.clock, Shutdown: h.down,
+		StopBound: time.Minute, BootID: func() string { return "boot-1" }})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.e = e
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	go func() { h.done <- e.Run(ctx) }()
+}
+
+func (h *harness) stop() {
+	if h.cancel != nil {
+		h.cancel()
+		<-h.done
+		h.cancel = nil
+	}
+}
+
+func (h *harness) restart() { h.stop(); h.start() }
+
+// flush waits until the engine handled everything sent before.
+func (h *harness) flush() {
+	c := make(chan struct{})
+	h.e.enqueue(c)
+	select {
+	case <-c:
+	case <-time.After(30 * time.Second):
+		h.t.Fatal("engine did not handle its queue within 30s")
+	}
+}
+
+func (h *harness) send(evs ...ssm.CommandEvent) {
+	for _, ev := range evs {
+		h.e.Command(ev)
+	}
+	h.flush()
+}
+
+// present creates or removes the document's state file in current/.
+func (h *harness) present(id string, on bool) {
+	dir := ssm.StateDir(h.agent, "i-0123456789abcdef0", ssm.Current)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		h.t.Fatal(err)
+	}
+	p := filepath.Join(dir, id)
+	if on {
+		if err := os.WriteFile(p, []byte("{}"), 0o600); err != nil {
+			h.t.Fatal(err)
+		}
+	} else {
+		os.Remove(p)
+	}
+}
+
+func install(id, kind, status string) ssm.CommandEvent {
+	ev := ssm.CommandEvent{Kind: ssm.EventKind(kind), DocumentID: id, CommandID: id, DocumentName: "AWS-RunPatchBaseline",
+		InstanceID: "i-0123456789abcdef0", Status: status, RunCount: 0, Folder: ssm.Current,
+		PluginStatuses: map[string]string{}, Patch: ssm.PatchRun{IsPatch: true, Operation: "Install", OpensCycle: true}}
+	if status != "" {
+		ev.PluginStatuses["PatchLinux"] = status
+	}
+	if kind == string(ssm.Gone) {
+		ev.Folder = ""
+	}
+	return ev
+}
+
+var allHooks = map[hooks.Phase][]string{
+	hooks.PrePatch: {"10-a", "20-b"}, hooks.PreReboot: {"10-r"}, hooks.PostPatch: {"10-p", "20-q"},
+}
+
+func (h *harness) counts(t *testing.T, want map[string]int) {
+	t.Helper()
+	for k, n := range want {
+		if got := h.runner.count(k); got != n {
+			t.Errorf("%s ran %d times, want %d", k, got, n)
+		}
+	}
+}
+
+func TestObservedInstallNoReboot(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("c1", true)
+	h.send(install("c1", "seen", "InProgress"))
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "pre-patch/20-b": 1, "post-patch/10-p": 0})
+	if st := h.e.Status(); st.Current == nil || st.Current.Phase != PhaseWaiting || st.Current.Trigger != TriggerObserved {
+		t.Fatalf("status after pre-patch: %+v", st.Current)
+	}
+	if v := value(h.e.m.active); v != 1 {
+		t.Errorf("patchd_cycle_active = %v", v)
+	}
+	h.pkgs.set(ledger.Package{Name: "bash", Version: "2", Arch: "amd64"}, ledger.Package{Name: "new", Version: "1"})
+	h.present("c1", false)
+	h.send(install("c1", "status_changed", "Success"), install("c1", "gone", "Success"))
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "pre-reboot/10-r": 0, "post-patch/10-p": 1, "post-patch/20-q": 1})
+	env := r.last("post-patch/10-p")
+	if env.Result != "success" || env.Rebooted || env.Attempt != 1 || env.CommandID != "c1" || env.Document != "AWS-RunPatchBaseline" ||
+		env.InstanceID != "i-0123456789abcdef0" || env.Operation != "Install" {
+		t.Errorf("post-patch env = %+v", env)
+	}
+	entries, _, err := ledger.Read(filepath.Join(h.dir, ledger.FileName), 0)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("ledger: %v %v", entries, err)
+	}
+	e := entries[0]
+	if e.Result != "success" || len(e.Hooks) != 4 || len(e.Packages.Upgraded) != 1 || len(e.Packages.Installed) != 1 || e.Rebooted {
+		t.Errorf("ledger entry = %+v", e)
+	}
+	if v := value(h.e.m.total.WithLabelValues("observed", "success")); v != 1 {
+		t.Errorf("cycles_total = %v", v)
+	}
+	// A late event about the closed document opens nothing.
+	h.send(install("c1", "seen", "InProgress"))
+	h.counts(t, map[string]int{"pre-patch/10-a": 1})
+	// Metrics come back after a restart.
+	h.restart()
+	if v := value(h.e.m.total.WithLabelValues("observed", "success")); v != 1 {
+		t.Errorf("cycles_total after restart = %v", v)
+	}
+	if v := value(h.e.m.packages.WithLabelValues("upgraded")); v != 1 {
+		t.Errorf("packages_changed upgraded = %v", v)
+	}
+}
+
+func TestInstallWithRebootResumes(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("c2", true)
+	h.send(install("c2", "seen", "InProgress"), install("c2", "status_changed", "SuccessAndReboot"))
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "pre-reboot/10-r": 1, "post-patch/10-p": 0})
+	h.restart() // the reboot
+	ev := install("c2", "seen", "InProgress")
+	ev.RunCount = 1
+	h.send(ev)
+	h.present("c2", false)
+	h.send(install("c2", "gone", "Success"))
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "pre-reboot/10-r": 1, "post-patch/10-p": 1})
+	if env := r.last("post-patch/10-p"); !env.Rebooted || env.Result != "success" {
+		t.Errorf("post-patch env = %+v", env)
+	}
+}
+
+func TestDocumentGoneWhilePatchdDown(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("c3", true)
+	h.send(install("c3", "seen", "InProgress"))
+	h.stop()
+	h.present("c3", false)
+	h.start()
+	h.flush()
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 1})
+	if env := r.last("post-patch/10-p"); env.Result != "unknown" {
+		t.Errorf("result = %q, want unknown (last status InProgress)", env.Result)
+	}
+}
+
+func TestNoHooks(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ev   ssm.CommandEvent
+	}{
+		{"scan", ssm.CommandEvent{Kind: ssm.Seen, DocumentID: "s", DocumentName: "AWS-RunPatchBaseline", Patch: ssm.PatchRun{IsPatch: true, Operation: "Scan"}}},
+		{"ansible check", ssm.CommandEvent{Kind: ssm.Seen, DocumentID: "a", DocumentName: "AWS-ApplyAnsiblePlaybooks", Patch: ssm.PatchRun{IsPatch: true, Operation: "Check"}}},
+		{"not a patch", ssm.CommandEvent{Kind: ssm.Seen, DocumentID: "x", DocumentName: "AWS-RunShellScript"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &fakeRunner{hooks: allHooks}
+			h := newHarness(t, r)
+			h.send(tc.ev)
+			tc.ev.Kind = ssm.Gone
+			h.send(tc.ev)
+			if len(r.runs) != 0 || h.e.Status().Current != nil {
+				t.Errorf("runs %v, current %+v", r.runs, h.e.Status().Current)
+			}
+		})
+	}
+}
+
+func TestFailedRunAndFailingHooks(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks, fail: map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 2}}
+	h := newHarness(t, r)
+	h.present("c4", true)
+	h.send(install("c4", "seen", "InProgress"))
+	// pre-patch stops at its first failure.
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "pre-patch/20-b": 0})
+	h.present("c4", false)
+	ev := install("c4", "gone", "Failed")
+	h.e.Command(ev)
+	// post-patch 10-p fails twice: two retries after 1m and 2m of fake time.
+	for i := 0; i < 2; i++ {
+		if err := h.clock.BlockUntilContext(context.Background(), 2); err != nil { // failsafe timer gone; retry sleeper + nothing
+			t.Fatal(err)
+		}
+		h.clock.Advance(time.Duration(1<<i) * time.Minute)
+	}
+	h.flush()
+	h.counts(t, map[string]int{"post-patch/10-p": 3, "post-patch/20-q": 1})
+	if env := r.last("post-patch/10-p"); env.Attempt != 3 || env.Result != "failed" {
+		t.Errorf("last post-patch env = %+v", env)
+	}
+	st := h.e.Status()
+	if st.Current != nil || st.Last == nil || st.Last.Result != "failed" {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+func TestFailsafe(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("c5", true)
+	h.send(install("c5", "seen", "InProgress"))
+	if err := h.clock.BlockUntilContext(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(2 * time.Hour)
+	h.flush()
+	h.counts(t, map[string]int{"post-patch/10-p": 0})
+	h.clock.Advance(time.Hour)
+	h.flush()
+	// The timer fires asynchronously to flush; wait for the close.
+	c := make(chan struct{})
+	go func() {
+		for h.runner.count("post-patch/20-q") == 0 {
+			h.flush()
+		}
+		close(c)
+	}()
+	select {
+	case <-c:
+	case <-time.After(30 * time.Second):
+		t.Fatal("failsafe did not close the cycle")
+	}
+	h.flush()
+	if env := r.last("post-patch/10-p"); env.Result != "timed_out" {
+		t.Errorf("result = %q", env.Result)
+	}
+	if v := value(h.e.m.total.WithLabelValues("observed", "timed_out")); v != 1 {
+		t.Errorf("timed_out total = %v", v)
+	}
+}
+
+func TestGateAndObservedMerge(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("gate-doc", true)
+	rep := h.e.Gate(context.Background(), GateRequest{Phase: "pre-patch", DocumentID: "gate-doc"})
+	if !rep.OK || rep.CycleID == "" || len(rep.Hooks) != 2 {
+		t.Fatalf("gate reply = %+v", rep)
+	}
+	h.present("p1", true)
+	h.send(install("p1", "seen", "InProgress"))
+	rep2 := h.e.Gate(context.Background(), GateRequest{Phase: "pre-patch"})
+	if !rep2.OK || rep2.CycleID != rep.CycleID {
+		t.Errorf("second gate = %+v", rep2)
+	}
+	// The gate's own document ending does not end the adopted patch run.
+	h.present("gate-doc", false)
+	h.send(ssm.CommandEvent{Kind: ssm.Gone, DocumentID: "gate-doc", DocumentName: "patchd-Patch"})
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 0})
+	h.present("p1", false)
+	h.send(install("p1", "gone", "Success"))
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 1})
+	if env := r.last("post-patch/10-p"); env.Trigger != "gate" || env.CommandID != "p1" {
+		t.Errorf("env = %+v", env)
+	}
+	// A post-patch gate after the close reports, runs nothing.
+	rep3 := h.e.Gate(context.Background(), GateRequest{Phase: "post-patch"})
+	if !rep3.OK || rep3.CycleID != rep.CycleID {
+		t.Errorf("late post-patch gate = %+v", rep3)
+	}
+	h.counts(t, map[string]int{"post-patch/10-p": 1})
+}
+
+func TestGateDocumentEndsCycle(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks, fail: map[string]int{"pre-patch/20-b": 1}}
+	h := newHarness(t, r)
+	rep := h.e.Gate(context.Background(), GateRequest{Phase: "pre-patch", DocumentID: "g"})
+	if rep.OK || !strings.Contains(rep.Message, "20-b") {
+		t.Fatalf("failing pre-patch gate = %+v", rep)
+	}
+	h.send(ssm.CommandEvent{Kind: ssm.Gone, DocumentID: "g", Status: "Failed"})
+	h.counts(t, map[string]int{"post-patch/10-p": 1})
+	if env := r.last("post-patch/10-p"); env.Result != "failed" {
+		t.Errorf("env = %+v", env)
+	}
+}
+
+func TestGatePostPatch(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	if rep := h.e.Gate(context.Background(), GateRequest{Phase: "post-patch"}); rep.Error == "" {
+		t.Errorf("post-patch with no cycle ever = %+v", rep)
+	}
+	h.e.Gate(context.Background(), GateRequest{Phase: "pre-patch", WaitForPatch: true, DocumentID: "g"})
+	h.send(ssm.CommandEvent{Kind: ssm.Gone, DocumentID: "g"})
+	h.counts(t, map[string]int{"post-patch/10-p": 0})
+	rep := h.e.Gate(context.Background(), GateRequest{Phase: "post-patch", Result: "success"})
+	if !rep.OK || len(rep.Hooks) != 2 {
+		t.Errorf("post-patch gate = %+v", rep)
+	}
+	if env := r.last("post-patch/10-p"); env.Result != "success" || env.Trigger != "gate" {
+		t.Errorf("env = %+v", env)
+	}
+	if rep := h.e.Gate(context.Background(), GateRequest{Phase: "bogus"}); rep.Error == "" {
+		t.Error("bogus phase accepted")
+	}
+}
+
+func TestBackToBack(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("a", true)
+	h.present("b", true)
+	h.present("c", true)
+	h.send(install("a", "seen", "InProgress"), install("b", "seen", ""), install("c", "seen", ""))
+	h.counts(t, map[string]int{"pre-patch/10-a": 1})
+	// c runs and ends inside a's cycle: folded into it.
+	h.present("c", false)
+	h.send(install("c", "gone", "Success"))
+	h.present("a", false)
+	h.send(install("a", "gone", "Success"))
+	// a closed; b opens its own cycle.
+	h.counts(t, map[string]int{"pre-patch/10-a": 2, "post-patch/10-p": 1})
+	if st := h.e.Status(); st.Current == nil || st.Current.Document.DocumentID != "b" || st.Last.Also[0] != "c" {
+		t.Fatalf("status = %+v", st)
+	}
+	h.present("b", false)
+	h.send(install("b", "gone", "Success"))
+	h.counts(t, map[string]int{"pre-patch/10-a": 2, "post-patch/10-p": 2})
+}
+
+func TestRebootFromLog(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("c6", true)
+	h.send(install("c6", "seen", "InProgress"))
+	h.e.Log(agentlog.Event{Kind: agentlog.Reboot, Time: h.clock.Now().Add(-2 * time.Hour), Message: "old line"})
+	h.e.Log(agentlog.Event{Kind: agentlog.Reboot, DocumentID: "other"})
+	h.flush()
+	h.counts(t, map[string]int{"pre-reboot/10-r": 0})
+	h.e.Log(agentlog.Event{Kind: agentlog.Reboot, CommandID: "c6", Message: "requested reboot, need to resume"})
+	h.e.Log(agentlog.Event{Kind: agentlog.Reboot, CommandID: "c6"})
+	h.flush()
+	h.counts(t, map[string]int{"pre-reboot/10-r": 1})
+}
+
+func TestCrashMidHookReruns(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks, block: "pre-patch/20-b", start: make(chan string, 16)}
+	h := newHarness(t, r)
+	h.present("c7", true)
+	h.e.Command(install("c7", "seen", "InProgress"))
+	for k := range r.start {
+		if k == "pre-patch/20-b" {
+			break
+		}
+	}
+	h.stop() // 20-b never finishes: a crash would look the same on disk
+	r.mu.Lock()
+	r.block, r.start = "", nil
+	r.mu.Unlock()
+	h.start()
+	h.flush()
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "pre-patch/20-b": 2})
+	if env := r.last("pre-patch/20-b"); env.Attempt != 2 {
+		t.Errorf("attempt = %d, want 2", env.Attempt)
+	}
+}
+
+func TestPreRebootAtShutdown(t *testing.T) {
+	for _, down := range []bool{true, false} {
+		t.Run(fmt.Sprint("shutting down ", down), func(t *testing.T) {
+			r := &fakeRunner{hooks: allHooks}
+			h := newHarness(t, r)
+			h.down = shutdownFlag(down)
+			h.restart()
+			h.present("c8", true)
+			h.send(install("c8", "seen", "InProgress"))
+			want := time.Duration(0)
+			if down {
+				want = time.Minute
+			}
+			if got := h.e.StopExtra(); got != want {
+				t.Errorf("StopExtra = %v, want %v", got, want)
+			}
+			h.stop()
+			n := 0
+			if down {
+				n = 1
+			}
+			h.counts(t, map[string]int{"pre-reboot/10-r": n})
+		})
+	}
+}
+
+func TestCorruptStateFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, FileName), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := LoadState(filepath.Join(dir, FileName))
+	if err == nil || st == nil || st.Current != nil {
+		t.Fatalf("LoadState = %+v, %v", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, FileName+".corrupt")); err != nil {
+		t.Errorf("corrupt file not kept aside: %v", err)
+	}
+}
+
+func TestResultOf(t *testing.T) {
+	for _, tc := range []struct {
+		status  string
+		plugins map[string]string
+		corrupt bool
+		want    string
+	}{
+		{"Success", nil, false, "success"},
+		{"SuccessAndReboot", nil, false, "success"},
+		{"Failed", nil, false, "failed"},
+		{"Cancelled", nil, false, "cancelled"},
+		{"TimedOut", nil, false, "timed_out"},
+		{"InProgress", nil, false, "unknown"},
+		{"InProgress", map[string]string{"a": "Success", "b": "Failed"}, false, "failed"},
+		{"InProgress", map[string]string{"a": "Success", "b": "InProgress"}, false, "unknown"},
+		{"Success", nil, true, "unknown"},
+	} {
+		if got := resultOf(tc.status, tc.plugins, tc.corrupt); got != tc.want {
+			t.Errorf("resultOf(%q, %v, %v) = %q, want %q", tc.status, tc.plugins, tc.corrupt, got, tc.want)
+		}
+	}
+}
+
+// value reads a gauge or counter.
+func value(c prometheus.Metric) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	if m.Gauge != nil {
+		return m.Gauge.GetValue()
+	}
+	return m.Counter.GetValue()
+}

@@ -1,0 +1,175 @@
+package cycle
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/patchd/patchd/agent/ledger"
+)
+
+// GateRequest is `patchd gate pre-patch|post-patch`.
+type GateRequest struct {
+	Phase string `json:"phase"` // pre-patch or post-patch
+	// DocumentID is the document that runs the gate, when known (found
+	// from the gate's ancestor ssm-document-worker, or given).
+	DocumentID string `json:"document_id,omitempty"`
+	// WaitForPatch: the patch runs as a later, separate command, so the end
+	// of the gate's own document does not end the cycle.
+	WaitForPatch bool   `json:"wait_for_patch,omitempty"`
+	Region       string `json:"region,omitempty"`
+	// Result, for post-patch, is what the caller knows of the patch run
+	// (success, failed, ...); empty lets patchd decide.
+	Result string `json:"result,omitempty"`
+}
+
+// GateReply says how the phase went.
+type GateReply struct {
+	OK      bool             `json:"ok"`
+	CycleID string           `json:"cycle_id,omitempty"`
+	Phase   string           `json:"phase,omitempty"`
+	Message string           `json:"message,omitempty"`
+	Hooks   []ledger.HookRun `json:"hooks,omitempty"`
+	// Error is set when the request could not be served at all.
+	Error string `json:"error,omitempty"`
+}
+
+// Gate asks the actor to run (or report) a phase and waits for the answer.
+func (e *Engine) Gate(ctx context.Context, req GateRequest) GateReply {
+	if req.Phase != PhasePrePatch && req.Phase != PhasePostPatch {
+		return GateReply{Error: fmt.Sprintf("unknown gate phase %q: use pre-patch or post-patch", req.Phase)}
+	}
+	if req.Result != "" && !validResult(req.Result) {
+		return GateReply{Error: fmt.Sprintf("unknown result %q: use one of %v", req.Result, Results)}
+	}
+	reply := make(chan GateReply, 1)
+	e.enqueue(gateMsg{req: req, reply: reply})
+	select {
+	case r := <-reply:
+		return r
+	case <-ctx.Done():
+		return GateReply{Error: "gate request abandoned: " + ctx.Err().Error()}
+	}
+}
+
+func validResult(r string) bool {
+	for _, v := range Results {
+		if v == r {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) onGate(ctx context.Context, req GateRequest) GateReply {
+	c := e.st.Current
+	switch req.Phase {
+	case PhasePrePatch:
+		if c == nil {
+			c = e.open(ctx, TriggerGate, Document{})
+			c.GateDocumentID, c.WaitForPatch, c.Region = req.DocumentID, req.WaitForPatch, req.Region
+			e.save()
+		} else {
+			// Merge with the open cycle: its pre-patch is the answer; hooks
+			// never run twice for one patch run.
+			if c.GateDocumentID == "" && req.DocumentID != "" {
+				c.GateDocumentID = req.DocumentID
+			}
+			if req.WaitForPatch {
+				c.WaitForPatch = true
+			}
+			if c.Region == "" {
+				c.Region = req.Region
+			}
+			e.save()
+			e.log.Info("gate joins the open cycle", "cycle", c.ID, "trigger", c.Trigger, "document", c.Document.DocumentID)
+		}
+		e.advance(ctx)
+		return e.phaseReply(c, PhasePrePatch)
+	default:
+		if c == nil {
+			if l := e.st.Last; l != nil {
+				ok := true
+				var hs []ledger.HookRun
+				for _, h := range l.Hooks {
+					if h.Phase == PhasePostPatch {
+						hs = append(hs, h)
+						ok = ok && h.Outcome == "success"
+					}
+				}
+				return GateReply{OK: ok, CycleID: l.CycleID, Phase: PhasePostPatch, Hooks: hs,
+					Message: fmt.Sprintf("no open cycle; post-patch of the last cycle already ran at %s", l.Closed.Format(time.RFC3339))}
+			}
+			return GateReply{Error: "no open patch cycle and none finished: nothing to close (run patchd gate pre-patch first)"}
+		}
+		if !c.Ended {
+			c.Ended, c.EndAt = true, e.clock.Now()
+			c.Result = req.Result
+			if c.Result == "" {
+				c.Result = resultOf(c.Document.Status, nil, false)
+			}
+			e.log.Info("gate closes the cycle", "cycle", c.ID, "result", c.Result)
+			e.save()
+		}
+		e.advance(ctx)
+		return e.phaseReply(c, PhasePostPatch)
+	}
+}
+
+func (e *Engine) phaseReply(c *Cycle, phase string) GateReply {
+	ps := c.Phases[phase]
+	r := GateReply{CycleID: c.ID, Phase: phase}
+	if ps == nil || !ps.Done {
+		r.Error = "patchd is stopping; the phase will finish after its restart"
+		return r
+	}
+	for _, h := range ps.Hooks {
+		r.Hooks = append(r.Hooks, h.HookRun)
+	}
+	r.OK = !ps.Failed
+	switch {
+	case ps.Error != "":
+		r.Message = ps.Error
+	case !r.OK:
+		for _, h := range ps.Hooks {
+			if h.Outcome != "success" {
+				r.Message = fmt.Sprintf("hook %s/%s %s (exit %d) %s", phase, h.Name, h.Outcome, h.ExitCode, h.Error)
+				break
+			}
+		}
+	}
+	return r
+}
+
+// Status is what `patchd status` shows.
+type Status struct {
+	Current *Cycle        `json:"current"`
+	Queue   []Document    `json:"queue,omitempty"`
+	Last    *ledger.Entry `json:"last"`
+	// Running is the hook running now ("phase/name"), if any.
+	Running string `json:"running,omitempty"`
+}
+
+// Status returns a copy of the state as last written.
+func (e *Engine) Status() Status {
+	var st State
+	if p := e.snap.Load(); p != nil {
+		_ = json.Unmarshal(*p, &st)
+	}
+	s := Status{Current: st.Current, Queue: st.Queue, Last: st.Last}
+	if r := e.running.Load(); r != nil {
+		s.Running = *r
+	}
+	return s
+}
+
+// StatusFromFile reads the state file directly, for the CLI when the daemon
+// is not running.
+func StatusFromFile(stateDir string) (Status, error) {
+	st, err := readStateOnly(stateDir)
+	if err != nil {
+		return Status{}, err
+	}
+	return Status{Current: st.Current, Queue: st.Queue, Last: st.Last}, nil
+}

@@ -1,0 +1,219 @@
+package cycle
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/hooks"
+)
+
+// runPhase runs a phase's hooks one at a time, persisting before the phase,
+// at each hook's start (to count attempts) and at its end. A hook cut short
+// by the stop of patchd stays unfinished and runs again after the restart.
+func (e *Engine) runPhase(ctx context.Context, c *Cycle, phase hooks.Phase) {
+	name := string(phase)
+	ps := c.phase(name)
+	c.Phase = name
+	if !ps.Started {
+		ps.Started = true
+		e.log.Info("phase starting", "cycle", c.ID, "phase", name)
+	} else {
+		e.log.Info("phase resuming", "cycle", c.ID, "phase", name)
+	}
+	e.save()
+	e.m.setPhase(name)
+	defer e.m.setPhase("")
+
+	list, err := e.o.Runner.Discover(phase)
+	if err != nil {
+		// A missing or unreadable hooks directory: record it; pre-patch
+		// fails so a gate does not let the patch run unchecked.
+		ps.Error = err.Error()
+		e.log.Error("cannot list hooks", "phase", name, "err", err)
+		if phase == hooks.PrePatch {
+			ps.Failed = true
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	for _, h := range list {
+		if h.State == hooks.Skipped {
+			continue
+		}
+		if phase == hooks.PrePatch && ps.Failed {
+			break
+		}
+		hs := hookState(ps, h.Name, name)
+		if hs.Finished {
+			continue
+		}
+		if !e.runHook(ctx, c, ps, h, hs) {
+			return
+		}
+	}
+	if phase == hooks.PostPatch {
+		if !e.retry(ctx, c, ps, list) {
+			return
+		}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	ps.Done = true
+	e.log.Info("phase done", "cycle", c.ID, "phase", name, "failed", ps.Failed)
+	e.save()
+}
+
+// retry runs failed post-patch hooks again, with a doubling back-off, until
+// each succeeded or used its retries. Attempts are persisted, so a restart
+// continues the count instead of starting over.
+func (e *Engine) retry(ctx context.Context, c *Cycle, ps *PhaseState, list []hooks.Hook) bool {
+	set := e.o.Settings()
+	byName := map[string]hooks.Hook{}
+	for _, h := range list {
+		byName[h.Name] = h
+	}
+	for {
+		var again []int
+		attempt := 0
+		for i := range ps.Hooks {
+			hs := &ps.Hooks[i]
+			if _, ok := byName[hs.Name]; ok && hs.Finished && hs.Outcome != string(hooks.Success) &&
+				hs.Outcome != string(hooks.Refusal) && hs.Attempt <= set.PostPatchRetries {
+				again = append(again, i)
+				attempt = max(attempt, hs.Attempt)
+			}
+		}
+		if len(again) == 0 {
+			ps.Failed = false
+			for _, hs := range ps.Hooks {
+				if hs.Outcome != string(hooks.Success) {
+					ps.Failed = true
+				}
+			}
+			return true
+		}
+		wait := set.PostPatchRetryBackoff << max(0, attempt-1)
+		e.log.Info("retrying failed post-patch hooks", "cycle", c.ID, "hooks", len(again), "after", wait)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-e.clock.After(wait):
+		}
+		for _, i := range again {
+			hs := &ps.Hooks[i]
+			hs.Finished = false
+			if !e.runHook(ctx, c, ps, byName[hs.Name], hs) {
+				return false
+			}
+		}
+	}
+}
+
+func hookState(ps *PhaseState, name, phase string) *HookState {
+	for i := range ps.Hooks {
+		if ps.Hooks[i].Name == name {
+			return &ps.Hooks[i]
+		}
+	}
+	ps.Hooks = append(ps.Hooks, HookState{HookRun: ledger.HookRun{Phase: phase, Name: name}})
+	return &ps.Hooks[len(ps.Hooks)-1]
+}
+
+// runHook runs one hook; false means patchd is stopping and the hook did not
+// finish.
+func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.Hook, hs *HookState) bool {
+	if h.State == hooks.Refused {
+		hs.Outcome, hs.Error, hs.Finished, hs.ExitCode = string(hooks.Refusal), h.Reason, true, -1
+		ps.Failed = true
+		e.log.Error("hook refused", "phase", hs.Phase, "hook", h.Name, "reason", h.Reason)
+		e.save()
+		return true
+	}
+	hs.Attempt++
+	hs.Outcome, hs.Start, hs.Error = "running", e.clock.Now(), ""
+	e.save()
+	name := hs.Phase + "/" + hs.Name
+	e.running.Store(&name)
+	res := e.o.Runner.RunHook(ctx, h, e.env(c, h.Phase, hs.Attempt))
+	e.running.Store(nil)
+	if ctx.Err() != nil {
+		e.log.Warn("hook cut short by the stop of patchd; it runs again after the restart", "phase", hs.Phase, "hook", h.Name, "attempt", hs.Attempt)
+		return false
+	}
+	hs.Outcome, hs.ExitCode, hs.Duration = string(res.Outcome), res.ExitCode, res.Duration.Seconds()
+	hs.StdoutTail, hs.StderrTail, hs.Error = res.StdoutTail, res.StderrTail, res.Error
+	if !res.Start.IsZero() {
+		hs.Start = res.Start
+	}
+	hs.Finished = true
+	if res.Outcome != hooks.Success {
+		ps.Failed = true
+	}
+	e.m.hookDone()
+	e.save()
+	return true
+}
+
+func (e *Engine) env(c *Cycle, phase hooks.Phase, attempt int) hooks.Env {
+	env := hooks.Env{
+		Phase: phase, CycleID: c.ID, Trigger: c.Trigger, Document: c.Document.DocumentName,
+		CommandID: c.Document.CommandID, Operation: c.Document.Operation, InstanceID: e.instanceID(c),
+		Region: c.Region, Attempt: attempt,
+	}
+	if env.CommandID == "" {
+		env.CommandID = c.Document.DocumentID
+	}
+	if phase == hooks.PostPatch {
+		env.Result = c.Result
+		if env.Result == "" {
+			env.Result = ResultUnknown
+		}
+		env.Rebooted = e.rebooted(c)
+	}
+	return env
+}
+
+// StopExtra is how much longer the daemon's stop may take: enough for
+// pre-reboot when the system is going down with a cycle open, else zero.
+func (e *Engine) StopExtra() time.Duration {
+	if e.decideStop() {
+		return e.o.StopBound
+	}
+	return 0
+}
+
+func (e *Engine) decideStop() bool {
+	e.stopOnce.Do(func() {
+		snap := e.Status()
+		c := snap.Current
+		if c == nil || c.Ended || (c.Phases[PhasePreReboot] != nil && c.Phases[PhasePreReboot].Done) {
+			return
+		}
+		if e.o.Shutdown == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		e.stopRun = e.o.Shutdown.ShuttingDown(ctx)
+	})
+	return e.stopRun
+}
+
+// atStop runs pre-reboot, bounded, when patchd is stopped because the host
+// is going down while a cycle is open.
+func (e *Engine) atStop() {
+	if !e.decideStop() {
+		return
+	}
+	c := e.st.Current
+	if c == nil {
+		return
+	}
+	e.log.Warn("system is shutting down with a patch cycle open; running pre-reboot before stopping", "cycle", c.ID, "bound", e.o.StopBound)
+	c.RebootRequested = true
+	ctx, cancel := context.WithTimeout(context.Background(), e.o.StopBound)
+	defer cancel()
+	e.runPhase(ctx, c, hooks.PreReboot)
+}
