@@ -1,10 +1,44 @@
 package main
 
-// hooksPart is the daemon's hooks part. Owned by the hooks area; see setupHooks.
-type hooksPart struct{}
+import (
+	"log/slog"
+	"time"
 
-// setupHooks wires the hooks part into the daemon (not built yet).
+	"github.com/patchd/patchd/agent/config"
+	"github.com/patchd/patchd/hooks"
+)
+
+// hooksPart is the daemon's hooks part: the runner the cycle calls and the
+// watcher that keeps the hook lists (and patchd_hooks_refused) current.
+type hooksPart struct {
+	runner  *hooks.Runner
+	watcher *hooks.Watcher
+}
+
+// setupHooks builds the runner and the watcher from the configuration. The
+// hooks path changes only at restart (see reload); timeouts follow SIGHUP.
 func (d *daemon) setupHooks() error {
-	d.hooks = &hooksPart{}
+	cfg := d.config()
+	h := &hooksPart{
+		runner:  hooks.NewRunner(hookOptions(cfg, d.logger), d.reg),
+		watcher: hooks.NewWatcher(cfg.Paths.Hooks, d.logger, d.reg),
+	}
+	d.hooks = h
+	d.addActor("hooks-watcher", h.watcher.Run)
+	d.onReload(func(c config.Config) { h.runner.SetOptions(hookOptions(c, d.logger)) })
 	return nil
+}
+
+// hookOptions translates the configuration's hooks section.
+func hookOptions(cfg config.Config, logger *slog.Logger) hooks.Options {
+	pt := make(map[hooks.Phase]time.Duration, len(cfg.Hooks.PhaseTimeouts))
+	for p, d := range cfg.Hooks.PhaseTimeouts {
+		pt[hooks.Phase(p)] = d
+	}
+	return hooks.Options{
+		Timeout:       cfg.Hooks.Timeout,
+		PhaseTimeouts: pt,
+		KillGrace:     cfg.Hooks.KillGrace,
+		Logger:        logger,
+	}
 }
