@@ -1,0 +1,493 @@
+package agentlog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/jonboulle/clockwork"
+
+	"github.com/patchd/patchd/agent/atomicfile"
+)
+
+// Options configure a Tailer.
+type Options struct {
+	// Dir is the agent's log directory; it is watched, not the files, so
+	// that renames, deletions and re-creations are all seen.
+	Dir string
+	// Files are the names followed inside Dir.
+	Files []string
+	// StatePath is the offsets file (<state>/agentlog-offsets.json).
+	StatePath string
+	// RotationGrace is how long a renamed or deleted file is still read:
+	// the agent's other processes keep writing to it until they notice.
+	RotationGrace time.Duration
+	// Sink gets every classified entry, from the Tailer's goroutine, in
+	// order per file. It must not block for long.
+	Sink func(Event)
+	// Logger and Metrics may be nil.
+	Logger  *slog.Logger
+	Metrics *Metrics
+	// Clock defaults to the real clock.
+	Clock clockwork.Clock
+	// PersistInterval bounds how often the offsets file is written while
+	// lines flow (it is always written at stop). Default 1s.
+	PersistInterval time.Duration
+	// IdleFlush is how long an entry may wait for a continuation line
+	// before it is handed out anyway. Default 500ms.
+	IdleFlush time.Duration
+}
+
+// Tailer follows the agent's log files and hands classified entries to the
+// sink. Delivery is exactly once across clean stops and restarts: offsets
+// are persisted at the end of the last entry handed out. After a crash
+// (SIGKILL, power loss) the entries handed out since the last persist, at
+// most PersistInterval's worth, are handed out again; nothing is skipped.
+type Tailer struct {
+	o   Options
+	log *slog.Logger
+	clk clockwork.Clock
+
+	follow      []*follower
+	dirty       bool
+	lastPersist time.Time
+	watching    bool
+	dirMissing  bool
+	buf         []byte
+	// started, when set (tests), is called once the files are open.
+	started func()
+}
+
+// follower is one configured name: its current file and the rotated ones
+// still drained, oldest first.
+type follower struct {
+	name    string
+	cur     *source
+	old     []*source
+	waiting bool // "waiting for file" was logged
+}
+
+// source is one open file being read.
+type source struct {
+	name     string // configured name
+	path     string // path at open, for messages
+	f        *os.File
+	dev, ino uint64
+	off      int64 // bytes consumed into the splitter
+	fp       []byte
+	split    splitter
+	cls      Classifier
+	until    time.Time // drain deadline, zero for the current file
+	lastData time.Time
+	limit    int64 // read up to here in this pass (-1: to EOF)
+}
+
+// New checks opts and returns a Tailer; Run does the work.
+func New(o Options) (*Tailer, error) {
+	if o.Dir == "" || len(o.Files) == 0 || o.StatePath == "" || o.Sink == nil {
+		return nil, errors.New("agentlog: Dir, Files, StatePath and Sink are required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
+	}
+	if o.PersistInterval <= 0 {
+		o.PersistInterval = time.Second
+	}
+	if o.IdleFlush <= 0 {
+		o.IdleFlush = 500 * time.Millisecond
+	}
+	if o.RotationGrace < 0 {
+		o.RotationGrace = 0
+	}
+	t := &Tailer{o: o, log: o.Logger, clk: o.Clock, buf: make([]byte, 256<<10)}
+	for _, n := range o.Files {
+		t.follow = append(t.follow, &follower{name: n})
+	}
+	return t, nil
+}
+
+// Run follows the files until ctx is done, then persists the offsets.
+func (t *Tailer) Run(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("agent log watcher: %w (raise fs.inotify.max_user_instances)", err)
+	}
+	defer w.Close()
+	return t.run(ctx, w.Events, w.Errors, func() error { return w.Add(t.o.Dir) })
+}
+
+// run is Run with the event source injected, so tests can drop events and
+// send an overflow.
+func (t *Tailer) run(ctx context.Context, events <-chan fsnotify.Event, errs <-chan error, watch func() error) error {
+	t.addWatch(watch)
+	t.restore()
+	t.pass()
+	t.maybePersist(true)
+	if t.started != nil {
+		t.started()
+	}
+	// The tick catches what events miss (a watch not yet possible, the end
+	// of a drain, an idle entry) at the cost of two stats per tick.
+	tick := t.clk.NewTicker(t.o.IdleFlush / 2)
+	defer tick.Stop()
+	defer t.stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-events:
+			if !ok {
+				return errors.New("agent log watcher closed")
+			}
+			// Many writes make many events; one pass reads them all.
+			drain(events)
+			t.pass()
+		case err, ok := <-errs:
+			if !ok {
+				return errors.New("agent log watcher closed")
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				t.log.Warn("agent log events overflowed; rescanning the directory", "dir", t.o.Dir)
+			} else {
+				t.log.Warn("agent log watcher error; rescanning the directory", "dir", t.o.Dir, "err", err)
+			}
+			t.pass()
+		case <-tick.Chan():
+			if !t.watching {
+				t.addWatch(watch)
+			}
+			t.pass()
+			t.idleFlush()
+		}
+		t.maybePersist(false)
+	}
+}
+
+func drain(events <-chan fsnotify.Event) {
+	for {
+		select {
+		case _, ok := <-events:
+			if !ok {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (t *Tailer) addWatch(watch func() error) {
+	if err := watch(); err != nil {
+		if !t.dirMissing {
+			t.log.Warn("agent log directory not watchable yet; polling until it is", "dir", t.o.Dir, "err", err)
+			t.dirMissing = true
+		}
+		return
+	}
+	if t.dirMissing {
+		t.log.Info("agent log directory is back; watching it", "dir", t.o.Dir)
+	}
+	t.watching, t.dirMissing = true, false
+}
+
+// stop persists the offsets of what was handed out. Open entries are not
+// handed out: their start is the offset, so the next start reads them whole.
+func (t *Tailer) stop() {
+	t.maybePersist(true)
+	for _, fl := range t.follow {
+		for _, s := range append(fl.old, fl.cur) {
+			if s != nil {
+				s.f.Close()
+			}
+		}
+	}
+}
+
+// pass checks every followed name (device, inode, size, first bytes) and
+// reads what is new. After an inotify overflow it is the rescan.
+func (t *Tailer) pass() {
+	now := t.clk.Now()
+	for _, fl := range t.follow {
+		t.check(fl, now)
+		// Sizes are taken newest file first and read oldest first: a
+		// writer's lines in a newer file are then never handed out before
+		// its earlier lines still unread in an older one.
+		if fl.cur != nil {
+			fl.cur.limit = fl.cur.size()
+		}
+		for i := len(fl.old) - 1; i >= 0; i-- {
+			fl.old[i].limit = fl.old[i].size()
+		}
+		keep := fl.old[:0]
+		for i, s := range fl.old {
+			s.read(t, s.limit)
+			if !now.Before(s.until) {
+				s.read(t, -1)
+				s.close(t)
+				t.log.Debug("finished draining rotated agent log", "file", s.name, "path", s.path, "offset", s.off)
+				continue
+			}
+			if newer := fl.newer(i); newer != nil && newer.limit > newer.off {
+				// Lines in a newer file end the entries left open in
+				// this one: handing those out later would break order.
+				s.cls.Flush()
+			}
+			keep = append(keep, s)
+		}
+		fl.old = keep
+		if fl.cur != nil {
+			fl.cur.read(t, fl.cur.limit)
+		}
+	}
+}
+
+// newer returns the file after old[i]: the next rotated one or the current.
+func (fl *follower) newer(i int) *source {
+	if i+1 < len(fl.old) {
+		return fl.old[i+1]
+	}
+	return fl.cur
+}
+
+// check compares the file at the name with the one being read.
+func (t *Tailer) check(fl *follower, now time.Time) {
+	path := filepath.Join(t.o.Dir, fl.name)
+	fi, err := os.Stat(path)
+	if err != nil {
+		if fl.cur != nil {
+			t.log.Info("agent log file gone (rotated or deleted); draining the old one", "file", fl.name, "grace", t.o.RotationGrace)
+			t.retire(fl, now)
+		}
+		if !fl.waiting && errors.Is(err, fs.ErrNotExist) {
+			t.log.Info("waiting for agent log file to appear", "path", path)
+			fl.waiting = true
+		} else if !fl.waiting {
+			t.log.Warn("cannot stat agent log file; will retry", "path", path, "err", err)
+			fl.waiting = true
+		}
+		return
+	}
+	if !fi.Mode().IsRegular() {
+		return
+	}
+	dev, ino := fileID(fi)
+	if fl.cur != nil && (fl.cur.dev != dev || fl.cur.ino != ino) {
+		t.log.Info("agent log file replaced (rotated); draining the old one", "file", fl.name, "grace", t.o.RotationGrace)
+		t.retire(fl, now)
+	}
+	if fl.cur == nil {
+		s, err := t.open(fl.name, path, 0)
+		if err != nil {
+			t.log.Warn("cannot open agent log file; will retry", "path", path, "err", err)
+			return
+		}
+		if fl.waiting {
+			t.log.Info("following agent log file", "path", path)
+		}
+		fl.waiting = false
+		fl.cur = s
+		t.dirty = true
+		return
+	}
+	// Same file. Truncated below what was read (copytruncate), or
+	// truncated and already written past it (the first bytes changed)?
+	if fi.Size() < fl.cur.off || !fl.cur.sameStart() {
+		t.log.Info("agent log file truncated; reading it from the start", "file", fl.name, "size", fi.Size(), "offset", fl.cur.off)
+		t.o.Metrics.rotation(fl.name)
+		fl.cur.restart(t)
+	}
+}
+
+// retire moves the current file to the drained ones.
+func (t *Tailer) retire(fl *follower, now time.Time) {
+	fl.cur.until = now.Add(t.o.RotationGrace)
+	fl.old = append(fl.old, fl.cur)
+	fl.cur = nil
+	t.o.Metrics.rotation(fl.name)
+	t.dirty = true
+}
+
+// open opens path and positions it at off.
+func (t *Tailer) open(name, path string, off int64) (*source, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s := &source{name: name, path: path, f: f, off: off, lastData: t.clk.Now(), limit: -1}
+	s.dev, s.ino = fileID(fi)
+	s.init(t)
+	s.updateFingerprint()
+	return s, nil
+}
+
+func (s *source) init(t *Tailer) {
+	s.cls = Classifier{File: s.name, Emit: func(e Entry) { t.emit(s, e) }}
+	s.split = splitter{line: func(b []byte, start, end int64, cut bool) {
+		if cut {
+			t.o.Metrics.truncatedLine()
+		}
+		s.cls.Feed(b, start, end)
+	}}
+}
+
+func (t *Tailer) emit(s *source, e Entry) {
+	t.o.Metrics.entry(s.name, &e)
+	t.dirty = true
+	if e.Tail {
+		return
+	}
+	t.o.Metrics.event(&e.Event, float64(t.clk.Now().UnixNano())/1e9)
+	t.o.Sink(e.Event)
+}
+
+func (s *source) size() int64 {
+	fi, err := s.f.Stat()
+	if err != nil {
+		return -1
+	}
+	return fi.Size()
+}
+
+// read reads from the current offset up to limit (-1: to EOF).
+func (s *source) read(t *Tailer, limit int64) {
+	for limit < 0 || s.off < limit {
+		want := int64(len(t.buf))
+		if limit >= 0 && limit-s.off < want {
+			want = limit - s.off
+		}
+		n, err := s.f.ReadAt(t.buf[:want], s.off)
+		if n > 0 {
+			s.split.push(t.buf[:n], s.off)
+			s.off += int64(n)
+			s.lastData = t.clk.Now()
+			t.dirty = true
+			if len(s.fp) < fingerprintLen {
+				s.updateFingerprint()
+			}
+		}
+		if err != nil || n == 0 {
+			if err != nil && !errors.Is(err, io.EOF) {
+				t.log.Warn("reading agent log file", "path", s.path, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// updateFingerprint reads the first bytes of the file, up to fingerprintLen.
+func (s *source) updateFingerprint() {
+	b := make([]byte, fingerprintLen)
+	n, _ := s.f.ReadAt(b, 0)
+	if n > len(s.fp) {
+		s.fp = b[:n]
+	}
+}
+
+// sameStart reports whether the file still begins with the bytes seen.
+func (s *source) sameStart() bool {
+	if len(s.fp) == 0 {
+		return true
+	}
+	b := make([]byte, len(s.fp))
+	n, _ := s.f.ReadAt(b, 0)
+	return n == len(b) && bytes.Equal(b, s.fp)
+}
+
+// restart rereads a truncated file from its start. The entry open before
+// the truncation is handed out: its lines were real.
+func (s *source) restart(t *Tailer) {
+	s.cls.Flush()
+	s.cls.Reset()
+	s.split = splitter{line: s.split.line}
+	s.off = 0
+	s.fp = nil
+	s.updateFingerprint()
+	t.dirty = true
+}
+
+// close hands out what is left of a drained file and closes it.
+func (s *source) close(t *Tailer) {
+	s.split.flush(s.off)
+	s.cls.Flush()
+	s.f.Close()
+	t.dirty = true
+}
+
+// committed is the offset a restart resumes at: the start of the open entry
+// or line, else everything read.
+func (s *source) committed() int64 {
+	if start, ok := s.cls.Pending(); ok {
+		return start
+	}
+	if s.split.pending() {
+		return s.split.partAt
+	}
+	return s.off
+}
+
+// idleFlush hands out entries whose continuation lines stopped coming.
+func (t *Tailer) idleFlush() {
+	now := t.clk.Now()
+	for _, fl := range t.follow {
+		for _, s := range append(fl.old, fl.cur) {
+			if s == nil {
+				continue
+			}
+			if _, ok := s.cls.Pending(); ok && now.Sub(s.lastData) >= t.o.IdleFlush {
+				s.cls.Flush()
+			}
+		}
+	}
+}
+
+func (t *Tailer) maybePersist(force bool) {
+	if !t.dirty || (!force && t.clk.Since(t.lastPersist) < t.o.PersistInterval) {
+		return
+	}
+	st := offsetsState{Version: stateVersion}
+	for _, fl := range t.follow {
+		for _, s := range fl.old {
+			st.Files = append(st.Files, s.state(true))
+		}
+		if fl.cur != nil {
+			st.Files = append(st.Files, fl.cur.state(false))
+		} else {
+			st.Files = append(st.Files, fileState{Name: fl.name})
+		}
+	}
+	if err := atomicfile.WriteJSON(t.o.StatePath, st, 0o600); err != nil {
+		t.log.Error("cannot persist agent log offsets; a restart may read lines again", "path", t.o.StatePath, "err", err)
+		return
+	}
+	t.dirty = false
+	t.lastPersist = t.clk.Now()
+}
+
+func (s *source) state(rotated bool) fileState {
+	off := s.committed()
+	fp := s.fp
+	if int64(len(fp)) > off {
+		fp = fp[:off]
+	}
+	fs := fileState{Name: s.name, Rotated: rotated, Dev: s.dev, Inode: s.ino, Offset: off, FingerprintLen: len(fp)}
+	if len(fp) > 0 {
+		fs.Fingerprint = fingerprint(fp)
+	}
+	return fs
+}

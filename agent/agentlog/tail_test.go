@@ -1,0 +1,373 @@
+package agentlog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+const agentLog = "amazon-ssm-agent.log"
+
+// harness runs one Tailer on a temp log dir and collects its events.
+type harness struct {
+	t      *testing.T
+	dir    string
+	state  string
+	events chan Event
+	reg    *prometheus.Registry
+	m      *Metrics
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	root := t.TempDir()
+	dir := filepath.Join(root, "logs")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, dir: dir, state: filepath.Join(root, StateFile)}
+}
+
+func (h *harness) options() Options {
+	h.events = make(chan Event, 10000)
+	h.reg = prometheus.NewRegistry()
+	h.logs = &syncBuffer{}
+	h.m = NewMetrics(h.reg, []string{agentLog, "errors.log"})
+	return Options{
+		Dir: h.dir, Files: []string{agentLog, "errors.log"}, StatePath: h.state,
+		RotationGrace: 300 * time.Millisecond, IdleFlush: 30 * time.Millisecond, PersistInterval: 10 * time.Millisecond,
+		Sink:    func(e Event) { h.events <- e },
+		Logger:  slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Metrics: h.m,
+	}
+}
+
+// start runs a Tailer with the real watcher until stop.
+func (h *harness) start() {
+	h.t.Helper()
+	tl, err := New(h.options())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	started := make(chan struct{})
+	tl.started = func() { close(started) }
+	h.runWith(tl.Run)
+	select {
+	case <-started:
+	case err := <-h.done:
+		h.t.Fatalf("Run returned at start: %v", err)
+	}
+}
+
+func (h *harness) runWith(run func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel, h.done = cancel, make(chan error, 1)
+	go func() { h.done <- run(ctx) }()
+	h.t.Cleanup(h.stop)
+}
+
+func (h *harness) stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	if err := <-h.done; err != nil {
+		h.t.Errorf("Run: %v", err)
+	}
+	h.cancel = nil
+}
+
+// expect waits for exactly these messages, in order, then for quiet.
+func (h *harness) expect(msgs ...string) {
+	h.t.Helper()
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
+	for i, want := range msgs {
+		select {
+		case e := <-h.events:
+			if e.Message != want {
+				h.t.Fatalf("event %d: got %q, want %q", i, e.Message, want)
+			}
+		case <-deadline.C:
+			h.t.Fatalf("timed out waiting for event %d %q; log:\n%s", i, want, h.logs.String())
+		}
+	}
+	h.quiet()
+}
+
+// quiet checks that no further event arrives within a few idle flushes.
+func (h *harness) quiet() {
+	h.t.Helper()
+	q := time.NewTimer(200 * time.Millisecond)
+	defer q.Stop()
+	select {
+	case e := <-h.events:
+		h.t.Fatalf("unexpected event %q", e.Message)
+	case <-q.C:
+	}
+}
+
+func line(tag string, n int) string {
+	return fmt.Sprintf("2024-10-21 10:00:00.0000 INFO %s %d", tag, n)
+}
+func msg(tag string, n int) string { return fmt.Sprintf("%s %d", tag, n) }
+
+func appendLines(t *testing.T, f *os.File, tag string, from, to int) []string {
+	t.Helper()
+	var b strings.Builder
+	var msgs []string
+	for i := from; i < to; i++ {
+		b.WriteString(line(tag, i) + "\n")
+		msgs = append(msgs, msg(tag, i))
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+func openAppend(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func TestTailStartsAtEndThenResumes(t *testing.T) {
+	h := newHarness(t)
+	path := filepath.Join(h.dir, agentLog)
+	f := openAppend(t, path)
+	appendLines(t, f, "history", 0, 50) // there before the first start: not events
+	h.start()
+	h.quiet()
+	h.expect(appendLines(t, f, "a", 0, 5)...)
+	h.stop()
+	written := appendLines(t, f, "b", 0, 5) // while patchd is down
+	h.start()
+	h.expect(append(written, appendLines(t, f, "c", 0, 3)...)...)
+}
+
+func TestTailRotations(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rotate func(t *testing.T, path string, old *os.File)
+		// second writer still on the old file after the rotation
+		oldWriter bool
+	}{
+		{name: "rename", oldWriter: true, rotate: func(t *testing.T, path string, _ *os.File) {
+			if err := os.Rename(path, path+".1"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "delete", oldWriter: true, rotate: func(t *testing.T, path string, _ *os.File) {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "copytruncate", rotate: func(t *testing.T, path string, old *os.File) {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path+".1", data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := old.Truncate(0); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			path := filepath.Join(h.dir, agentLog)
+			f := openAppend(t, path)
+			h.start()
+			h.quiet()
+			want := appendLines(t, f, "w1", 0, 10)
+			h.expect(want...)
+			tc.rotate(t, path, f)
+			var got []string
+			if tc.oldWriter {
+				got = append(got, appendLines(t, f, "w2", 0, 3)...)
+			}
+			nf := openAppend(t, path)
+			if tc.name == "copytruncate" {
+				nf = f
+			}
+			got = append(got, appendLines(t, nf, "w1", 10, 15)...)
+			h.expect(got...)
+			if n := value(t, h.m.rotations.WithLabelValues(agentLog)); n != 1 {
+				t.Errorf("rotations_total = %v, want 1", n)
+			}
+			h.stop()
+		})
+	}
+}
+
+func TestTailMissingFileAppears(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.quiet()
+	f := openAppend(t, filepath.Join(h.dir, "errors.log"))
+	h.expect(appendLines(t, f, "e", 0, 4)...)
+	if !strings.Contains(h.logs.String(), "waiting for agent log file") {
+		t.Errorf("no 'waiting' message logged:\n%s", h.logs.String())
+	}
+}
+
+func TestTailCorruptState(t *testing.T) {
+	h := newHarness(t)
+	f := openAppend(t, filepath.Join(h.dir, agentLog))
+	appendLines(t, f, "history", 0, 100)
+	if err := os.WriteFile(h.state, []byte(`{"version":1,"files":[{"name":"amazon-ssm-agent.log","offset":-5}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.quiet()
+	h.expect(appendLines(t, f, "new", 0, 3)...)
+	if !strings.Contains(h.logs.String(), h.state) {
+		t.Errorf("corrupt state not logged with its path:\n%s", h.logs.String())
+	}
+}
+
+func TestTailRotatedWhileDown(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rotate func(t *testing.T, path string)
+		lost   bool
+	}{
+		{name: "rename", rotate: func(t *testing.T, path string) {
+			if err := os.Rename(path, path+".3"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "delete", lost: true, rotate: func(t *testing.T, path string) {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{name: "truncate", lost: true, rotate: func(t *testing.T, path string) {
+			if err := os.Truncate(path, 0); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			path := filepath.Join(h.dir, agentLog)
+			f := openAppend(t, path)
+			h.start()
+			h.quiet()
+			h.expect(appendLines(t, f, "a", 0, 3)...)
+			h.stop()
+			unread := appendLines(t, f, "b", 0, 3) // written before the rotation, while down
+			tc.rotate(t, path)
+			nf := openAppend(t, path)
+			fresh := appendLines(t, nf, "c", 0, 3)
+			h.start()
+			if tc.lost {
+				h.expect(fresh...)
+			} else {
+				h.expect(append(unread, fresh...)...)
+			}
+		})
+	}
+}
+
+func TestTailLongLine(t *testing.T) {
+	h := newHarness(t)
+	f := openAppend(t, filepath.Join(h.dir, agentLog))
+	h.start()
+	h.quiet()
+	long := line("x", 0) + strings.Repeat("y", 200<<10)
+	if _, err := f.WriteString(long + "\n" + line("z", 1) + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	want := long[len("2024-10-21 10:00:00.0000 INFO "):MaxLine]
+	h.expect(want, msg("z", 1))
+	if n := value(t, h.m.truncated); n != 1 {
+		t.Errorf("truncated_lines_total = %v, want 1", n)
+	}
+}
+
+// TestTailOverflowRescans drops every inotify event and sends only an
+// overflow: the rescan alone must find the rotation and the new lines.
+func TestTailOverflowRescans(t *testing.T) {
+	h := newHarness(t)
+	path := filepath.Join(h.dir, agentLog)
+	f := openAppend(t, path)
+	o := h.options()
+	o.Clock = clockwork.NewFakeClock() // no ticks: only the overflow reads
+	tl, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, errs := make(chan fsnotify.Event), make(chan error)
+	h.runWith(func(ctx context.Context) error {
+		return tl.run(ctx, events, errs, func() error { return nil })
+	})
+	errs <- errors.New("a watcher error: taken only once the files are open")
+	msgs := appendLines(t, f, "a", 0, 3)
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	nf := openAppend(t, path)
+	msgs = append(msgs, appendLines(t, nf, "b", 0, 3)...)
+	errs <- fsnotify.ErrEventOverflow
+	// The new file's lines end the rotated file's last entry; the new
+	// file's last entry stays open for the idle flush, which needs the
+	// (fake, never advanced) clock.
+	h.expect(msgs[:5]...)
+	if !strings.Contains(h.logs.String(), "overflowed") {
+		t.Errorf("overflow not logged:\n%s", h.logs.String())
+	}
+}
+
+// value reads a counter or gauge.
+func value(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
