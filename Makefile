@@ -59,8 +59,9 @@ demo:
 # Benchmarks: each area owns one target; BENCHMARKS.md says how to read them.
 bench: bench-hooks bench-cycle bench-agentlog bench-scrape bench-idle
 
-bench-hooks:
-	@echo "bench-hooks: not yet"
+bench-hooks: build
+	$(GO) run ./hooks/internal/hookbench -patchd $(BUILD)/patchd -hooks 20 -runs 30
+	$(GO) test -run '^$$' -bench 'RunPhase20|RunParts20' -benchtime 20x ./hooks
 
 bench-cycle:
 	@echo "bench-cycle: not yet"

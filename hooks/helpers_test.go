@@ -146,3 +146,17 @@ func (l *logRecorder) has(msg string) bool {
 	}
 	return false
 }
+
+func mkdirMode(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o755)
+}
+
+func writeMode(path, body string) error {
+	if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o755)
+}
