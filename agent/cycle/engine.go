@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -75,6 +76,8 @@ type Engine struct {
 	mu    sync.Mutex
 	inbox []any
 	wake  chan struct{}
+
+	snapWait chan snapResult // the open-time package snapshot, while it runs
 
 	snap     atomic.Pointer[[]byte] // last persisted state, for Status
 	running  atomic.Pointer[string] // hook running now, for Status
@@ -169,6 +172,10 @@ func (e *Engine) Run(ctx context.Context) error {
 				timer.Stop()
 			}
 			e.atStop()
+			if e.snapWait != nil {
+				e.attachSnapshot(true)
+				e.save()
+			}
 			return nil
 		case <-e.wake:
 			for _, m := range e.take() {
@@ -209,6 +216,9 @@ func (e *Engine) resume(ctx context.Context) {
 	if c == nil {
 		e.openQueued(ctx)
 		return
+	}
+	if c.Packages == nil && c.PackagesError == "" {
+		e.startSnapshot(ctx)
 	}
 	e.log.Info("resuming patch cycle", "cycle", c.ID, "trigger", c.Trigger, "document", c.Document.DocumentID, "phase", c.Phase)
 	if !c.Ended {
@@ -274,6 +284,10 @@ func (e *Engine) advance(ctx context.Context) {
 		case c.Ended:
 			e.close(ctx)
 		default:
+			if e.snapWait != nil {
+				e.attachSnapshot(true)
+				e.save()
+			}
 			if c.Phase != PhaseWaiting {
 				c.Phase = PhaseWaiting
 				e.save()
@@ -290,26 +304,67 @@ func newID(now time.Time) string {
 	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b)
 }
 
-// open starts a cycle and snapshots the packages; the caller advances it.
+// open starts a cycle; the caller advances it. The package snapshot runs
+// beside the first pre-patch hook (dpkg-query alone can take longer than the
+// whole start-up budget) and is attached at the next write of the state.
 func (e *Engine) open(ctx context.Context, trigger string, doc Document) *Cycle {
 	now := e.clock.Now()
 	c := &Cycle{ID: newID(now), Trigger: trigger, Opened: now, Phase: PhasePrePatch, Document: doc, BootID: e.o.BootID()}
-	if e.o.Packages != nil {
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		pk, err := e.o.Packages.Snapshot(sctx)
-		cancel()
-		if err != nil {
-			c.PackagesError = err.Error()
-			e.log.Warn("package snapshot at cycle open failed; the ledger will not list changes", "err", err)
-		}
-		c.Packages = pk
-	}
 	e.st.Current = c
+	e.startSnapshot(ctx)
 	e.log.Info("patch cycle opened", "cycle", c.ID, "trigger", trigger, "document", doc.DocumentID,
 		"document_name", doc.DocumentName, "command_id", doc.CommandID, "operation", doc.Operation)
 	e.m.opened(c)
 	e.save()
 	return c
+}
+
+type snapResult struct {
+	pkgs []ledger.Package
+	err  error
+}
+
+func (e *Engine) startSnapshot(ctx context.Context) {
+	if e.o.Packages == nil || e.snapWait != nil {
+		return
+	}
+	ch := make(chan snapResult, 1)
+	e.snapWait = ch
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		pk, err := e.o.Packages.Snapshot(sctx)
+		ch <- snapResult{pk, err}
+	}()
+}
+
+// attachSnapshot stores the open-time snapshot in the cycle once it is
+// there; with block it waits for it. A snapshot cut short by the stop of
+// patchd is not stored: the resume takes it again.
+func (e *Engine) attachSnapshot(block bool) {
+	if e.snapWait == nil {
+		return
+	}
+	var r snapResult
+	if block {
+		r = <-e.snapWait
+	} else {
+		select {
+		case r = <-e.snapWait:
+		default:
+			return
+		}
+	}
+	e.snapWait = nil
+	c := e.st.Current
+	if c == nil || (r.err != nil && errors.Is(r.err, context.Canceled)) {
+		return
+	}
+	c.Packages = r.pkgs
+	if r.err != nil {
+		c.PackagesError = r.err.Error()
+		e.log.Warn("package snapshot at cycle open failed; the ledger will not list changes", "err", r.err)
+	}
 }
 
 func (e *Engine) openQueued(ctx context.Context) {
@@ -537,6 +592,7 @@ func (e *Engine) close(ctx context.Context) {
 			}
 		}
 	}
+	e.attachSnapshot(true)
 	if e.o.Packages != nil && c.PackagesError == "" {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		after, err := e.o.Packages.Snapshot(sctx)
@@ -587,6 +643,7 @@ func (e *Engine) rebooted(c *Cycle) bool {
 // save writes cycle.json. A failure is logged, not fatal: patchd keeps
 // working, and only a crash before the next good write loses a step.
 func (e *Engine) save() {
+	e.attachSnapshot(false)
 	data, err := json.MarshalIndent(e.st, "", "  ")
 	if err == nil {
 		err = atomicfile.WriteFile(e.path, append(data, '\n'), 0o600)

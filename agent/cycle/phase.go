@@ -61,6 +61,13 @@ func (e *Engine) runPhase(ctx context.Context, c *Cycle, phase hooks.Phase) {
 		return
 	}
 	ps.Done = true
+	if rec, ok := e.o.Runner.(phaseRecorder); ok {
+		var rs []hooks.Result
+		for _, h := range ps.Hooks {
+			rs = append(rs, hooks.Result{Phase: phase, Name: h.Name, Outcome: hooks.Outcome(h.Outcome), ExitCode: h.ExitCode, Attempt: h.Attempt})
+		}
+		rec.RecordPhase(phase, rs)
+	}
 	e.log.Info("phase done", "cycle", c.ID, "phase", name, "failed", ps.Failed)
 	e.save()
 }
@@ -109,6 +116,12 @@ func (e *Engine) retry(ctx context.Context, c *Cycle, ps *PhaseState, list []hoo
 			}
 		}
 	}
+}
+
+// phaseRecorder is the hooks runner's per-phase metrics, fed with the final
+// results once retries are over.
+type phaseRecorder interface {
+	RecordPhase(p hooks.Phase, results []hooks.Result)
 }
 
 func hookState(ps *PhaseState, name, phase string) *HookState {

@@ -1,10 +1,130 @@
 package main
 
-// cyclePart is the daemon's cycle part. Owned by the cycle area; see setupCycle.
-type cyclePart struct{}
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
 
-// setupCycle wires the cycle part into the daemon (not built yet).
+	"github.com/patchd/patchd/agent/config"
+	"github.com/patchd/patchd/agent/control"
+	"github.com/patchd/patchd/agent/cycle"
+	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/hooks"
+)
+
+// preRebootStopBound is how long a stop during a system shutdown may spend
+// on pre-reboot hooks; the unit's TimeoutStopSec (120 s) covers it plus the
+// normal stop.
+const preRebootStopBound = 80 * time.Second
+
+// killAfterPersistEnv makes patchd SIGKILL itself right after the Nth write
+// of cycle.json. The crash tests use it to stop patchd at every persisted
+// step of a cycle; it does nothing when unset.
+const killAfterPersistEnv = "PATCHD_TEST_KILL_AFTER_PERSIST"
+
+// cyclePart is the daemon's patch cycle: the engine and its control API.
+type cyclePart struct {
+	engine *cycle.Engine
+}
+
+// hookRunner adapts the hooks runner to the engine: it lists the phase
+// directory afresh at each phase, so hooks.d changes need no restart.
+type hookRunner struct {
+	root   string
+	runner *hooks.Runner
+}
+
+func (h hookRunner) Discover(p hooks.Phase) ([]hooks.Hook, error) { return hooks.Discover(h.root, p) }
+func (h hookRunner) RunHook(ctx context.Context, hk hooks.Hook, env hooks.Env) hooks.Result {
+	return h.runner.RunHook(ctx, hk, env)
+}
+func (h hookRunner) RecordPhase(p hooks.Phase, rs []hooks.Result) { h.runner.RecordPhase(p, rs) }
+
+func cycleSettings(c config.Config) cycle.Settings {
+	return cycle.Settings{
+		FailsafeAge:           c.Cycle.FailsafeAge,
+		PostPatchRetries:      c.Hooks.PostPatchRetries,
+		PostPatchRetryBackoff: c.Hooks.PostPatchRetryBackoff,
+		LedgerMaxEntries:      c.Cycle.LedgerMaxEntries,
+	}
+}
+
+// setupCycle builds the engine, subscribes it to command and log events
+// (it only enqueues), and serves /v1/status and /v1/gate.
 func (d *daemon) setupCycle() error {
-	d.cycle = &cyclePart{}
+	cfg := d.config()
+	opts := cycle.Options{
+		StateDir:  cfg.Paths.State,
+		AgentData: cfg.Paths.AgentData,
+		Runner:    hookRunner{root: cfg.Paths.Hooks, runner: d.hooks.runner},
+		Settings:  func() cycle.Settings { return cycleSettings(d.config()) },
+		Logger:    d.logger.With("part", "cycle"),
+		Reg:       d.reg,
+		Shutdown:  cycle.SystemdShutdown{},
+		StopBound: preRebootStopBound,
+		BootID:    cycle.BootID,
+	}
+	if s := ledger.Detect(); s != nil {
+		opts.Packages = s
+	}
+	if n, err := strconv.Atoi(os.Getenv(killAfterPersistEnv)); err == nil && n > 0 {
+		opts.AfterPersist = func(i int) {
+			if i == n {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // the signal is on its way
+			}
+		}
+	}
+	e, err := cycle.New(opts)
+	if err != nil {
+		return err
+	}
+	d.cycle = &cyclePart{engine: e}
+	d.cmdSubs = append(d.cmdSubs, e.Command)
+	d.logSubs = append(d.logSubs, e.Log)
+	d.stopExtra = e.StopExtra
+	d.addActor("cycle", e.Run)
+
+	d.control.Mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		control.WriteJSON(w, http.StatusOK, statusReply{Status: e.Status(), Watched: watchedFolders(cfg.Paths.AgentData)})
+	})
+	d.control.Mux.HandleFunc("POST /v1/gate", func(w http.ResponseWriter, r *http.Request) {
+		var req cycle.GateRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
+			control.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "bad gate request: " + err.Error()})
+			return
+		}
+		rep := e.Gate(r.Context(), req)
+		if rep.Error != "" {
+			control.WriteJSON(w, http.StatusConflict, map[string]string{"error": rep.Error})
+			return
+		}
+		control.WriteJSON(w, http.StatusOK, rep)
+	})
 	return nil
+}
+
+// statusReply is GET /v1/status.
+type statusReply struct {
+	cycle.Status
+	// Watched are the agent's instance folders whose state is followed.
+	Watched []string `json:"watched"`
+	// FromFile is set by the CLI when the daemon was not reachable.
+	FromFile string `json:"from_file,omitempty"`
+}
+
+// watchedFolders lists <agent-data>/<instance-id> folders that have a
+// document state tree: the ones the command watcher follows.
+func watchedFolders(agentData string) []string {
+	m, _ := filepath.Glob(filepath.Join(agentData, "*", "document", "state"))
+	out := make([]string, 0, len(m))
+	for _, p := range m {
+		out = append(out, filepath.Dir(filepath.Dir(p)))
+	}
+	return out
 }
