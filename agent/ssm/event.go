@@ -21,8 +21,9 @@ const (
 	// Seen: a state file appeared in pending/ or current/ (also at start-up
 	// for files already there), or moved from pending/ to current/.
 	Seen EventKind = "seen"
-	// StatusChanged: the file was rewritten with another DocumentStatus or
-	// another plugin status (e.g. SuccessAndReboot).
+	// StatusChanged: the file was rewritten with another DocumentStatus,
+	// another plugin status (e.g. SuccessAndReboot) or another RunCount (the
+	// agent resumed the document after a restart or reboot).
 	StatusChanged EventKind = "status_changed"
 	// Gone: the file left current/ or pending/ (deleted: the run ended) or was
 	// moved to corrupt/.
@@ -47,6 +48,12 @@ type CommandEvent struct {
 	RunCount      int
 	// PluginStatuses maps step name to its Result status, for steps that have one.
 	PluginStatuses map[string]string
+	// MessageID is aws.ssm.<CommandID or AssociationID>.<InstanceID>, the id
+	// the agent's log lines carry.
+	MessageID string
+	// OrchestrationDirectory holds the steps' stdout/stderr; it outlives the
+	// state file (kept for days).
+	OrchestrationDirectory string
 	// Patch is the classification of the document (see Classify).
 	Patch PatchRun
 }

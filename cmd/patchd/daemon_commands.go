@@ -1,10 +1,24 @@
 package main
 
-// commandsPart is the daemon's command watcher part. Owned by the command watcher area; see setupCommands.
-type commandsPart struct{}
+import (
+	"github.com/patchd/patchd/agent/config"
+	"github.com/patchd/patchd/agent/ssm"
+)
 
-// setupCommands wires the command watcher part into the daemon (not built yet).
+// commandsPart is the daemon's command watcher: it follows amazon-ssm-agent's
+// document state folders and fans CommandEvents out to d.cmdSubs.
+type commandsPart struct {
+	watcher *ssm.Watcher
+}
+
+// setupCommands wires the command watcher. It runs after the consumers'
+// setup, so the first events (files already in current/ after a reboot)
+// reach every subscriber.
 func (d *daemon) setupCommands() error {
-	d.commands = &commandsPart{}
+	cfg := d.config()
+	w := ssm.NewWatcher(cfg.Paths.AgentData, cfg.Cycle.ExtraDocuments, d.logger.With("part", "commands"), d.reg, d.emitCommand)
+	d.addActor("commands", w.Run)
+	d.onReload(func(c config.Config) { w.SetPatterns(c.Cycle.ExtraDocuments) })
+	d.commands = &commandsPart{watcher: w}
 	return nil
 }

@@ -1,0 +1,575 @@
+package ssm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Retry of a state file that does not parse. The agent writes state files
+// in place (ioutil.WriteFile: truncate, then write; agent/fileutil/fileutil.go
+// WriteIntoFileWithPermissions), so a reader can catch one empty or half
+// written. The first retry comes soon (the rest of the write is usually
+// already there); the whole schedule stays under a second, after which the
+// file is reported as unparseable. A later write to it is tried again.
+const (
+	defaultRetryFirst    = 5 * time.Millisecond
+	defaultRetryMax      = 250 * time.Millisecond
+	defaultRetryAttempts = 8
+)
+
+// instanceDirName matches the agent's short instance ids: i-… on EC2, mi-…
+// for hybrid and activation-registered nodes. Other folders of the agent's
+// data directory (ipc/, runtimeconfig/, …) change often and are not watched
+// unless they hold a document/state folder.
+var instanceDirName = regexp.MustCompile(`^m?i-[0-9A-Za-z]+$`)
+
+var watchedFolders = []Folder{Pending, Current, Corrupt}
+
+// Option changes a Watcher's defaults, for tests.
+type Option func(*Watcher)
+
+// WithClock sets the clock that times retries and stamps events.
+func WithClock(c clockwork.Clock) Option { return func(w *Watcher) { w.clock = c } }
+
+// WithRetry sets the retry schedule for files that do not parse: attempts
+// retries, the first after first, doubling up to max.
+func WithRetry(attempts int, first, max time.Duration) Option {
+	return func(w *Watcher) { w.retryAttempts, w.retryFirst, w.retryMax = attempts, first, max }
+}
+
+// Watcher follows amazon-ssm-agent's document state folders
+// (<root>/<instance-id>/document/state/{pending,current,corrupt}) and tells
+// sink what happens to each document. It is level-triggered: every
+// notification only says which document to look at again, and the
+// document's folder and statuses on disk decide the event, so a lost or
+// reordered notification (inotify overflow, a move seen as delete+create)
+// cannot produce a wrong event, only a rescan.
+type Watcher struct {
+	root   string
+	logger *slog.Logger
+	sink   func(CommandEvent)
+	clock  clockwork.Clock
+
+	retryAttempts        int
+	retryFirst, retryMax time.Duration
+
+	seen        *prometheus.CounterVec
+	parseErrors prometheus.Counter
+	dataWatched prometheus.Gauge
+
+	mu        sync.Mutex
+	patterns  []string
+	instances []string
+}
+
+// loopState belongs to Run's goroutine only.
+type loopState struct {
+	fsw     *fsnotify.Watcher
+	watches map[string]bool
+	docs    map[string]*known
+	retries map[string]*retry
+	bad     map[string]bool // paths already logged as unparseable
+	waiting bool            // "waiting for the data directory" was logged
+	timer   clockwork.Timer
+	due     time.Time
+}
+
+type known struct {
+	instance, docID string
+	folder          Folder
+	key             string // statusKey of the last good parse
+	stamp           fileStamp
+	ev              CommandEvent
+}
+
+type fileStamp struct {
+	size  int64
+	mtime time.Time
+	ino   uint64
+}
+
+type retry struct {
+	instance, docID string
+	attempt         int
+	due             time.Time
+}
+
+// NewWatcher builds a watcher of the agent data directory root. Metrics
+// are registered on reg; sink gets every event from Run's goroutine and
+// must not block.
+func NewWatcher(root string, extraPatterns []string, logger *slog.Logger, reg prometheus.Registerer, sink func(CommandEvent), opts ...Option) *Watcher {
+	w := &Watcher{
+		root:          filepath.Clean(root),
+		logger:        logger,
+		sink:          sink,
+		clock:         clockwork.NewRealClock(),
+		retryAttempts: defaultRetryAttempts,
+		retryFirst:    defaultRetryFirst,
+		retryMax:      defaultRetryMax,
+		patterns:      slices.Clone(extraPatterns),
+		seen: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "patchd_agent_commands_seen_total",
+			Help: "Documents seen in amazon-ssm-agent's state folders, by the folder they were seen in.",
+		}, []string{"folder"}),
+		parseErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "patchd_agent_state_parse_errors_total",
+			Help: "State files of amazon-ssm-agent that could not be parsed after retries (each file counted once).",
+		}),
+		dataWatched: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "patchd_agent_data_watched",
+			Help: "Whether amazon-ssm-agent's data directory exists and is watched (1) or patchd waits for it (0).",
+		}),
+	}
+	for _, o := range opts {
+		o(w)
+	}
+	for _, f := range []Folder{Pending, Current} {
+		w.seen.WithLabelValues(string(f))
+	}
+	if reg != nil {
+		reg.MustRegister(w.seen, w.parseErrors, w.dataWatched)
+	}
+	return w
+}
+
+// SetPatterns replaces the extra patch document patterns (configuration
+// reload). Documents seen from now on are classified with them.
+func (w *Watcher) SetPatterns(patterns []string) {
+	w.mu.Lock()
+	w.patterns = slices.Clone(patterns)
+	w.mu.Unlock()
+}
+
+func (w *Watcher) classify(s *DocumentState) PatchRun {
+	w.mu.Lock()
+	p := w.patterns
+	w.mu.Unlock()
+	return Classify(s, p)
+}
+
+// Watched returns the instance directories (<root>/<instance-id>) whose
+// state folders are being watched, for `patchd status`.
+func (w *Watcher) Watched() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.instances)
+}
+
+// Run watches until ctx is done. Files already in pending/ and current/
+// are reported as Seen first: that is how a run interrupted by a reboot is
+// resumed.
+func (w *Watcher) Run(ctx context.Context) error {
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch amazon-ssm-agent's data directory %s: %w (raise fs.inotify.max_user_instances)", w.root, err)
+	}
+	l := newLoopState(fsw)
+	defer func() {
+		if l.timer != nil {
+			l.timer.Stop()
+		}
+		fsw.Close()
+	}()
+	w.ensureWatches(l)
+	w.rescan(l)
+	for {
+		w.armTimer(l)
+		var timerC <-chan time.Time
+		if l.timer != nil {
+			timerC = l.timer.Chan()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fsw.Events:
+			if !ok {
+				return errors.New("inotify watcher closed unexpectedly")
+			}
+			w.handle(l, ev)
+		case err, ok := <-fsw.Errors:
+			if !ok {
+				return errors.New("inotify watcher closed unexpectedly")
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				w.logger.Warn("inotify queue overflowed; rescanning amazon-ssm-agent's state folders (raise fs.inotify.max_queued_events if this repeats)", "root", w.root)
+				w.fullRescan(l)
+				continue
+			}
+			w.logger.Warn("inotify error; rescanning amazon-ssm-agent's state folders", "root", w.root, "err", err)
+			w.fullRescan(l)
+		case <-timerC:
+			l.timer, l.due = nil, time.Time{}
+			w.runRetries(l)
+		}
+	}
+}
+
+func newLoopState(fsw *fsnotify.Watcher) *loopState {
+	return &loopState{
+		fsw:     fsw,
+		watches: map[string]bool{},
+		docs:    map[string]*known{},
+		retries: map[string]*retry{},
+		bad:     map[string]bool{},
+	}
+}
+
+// fullRescan re-adds every watch and re-reads every state file: what an
+// inotify overflow needs, since any notification may have been lost.
+func (w *Watcher) fullRescan(l *loopState) {
+	w.ensureWatches(l)
+	w.rescan(l)
+}
+
+func (w *Watcher) handle(l *loopState, ev fsnotify.Event) {
+	rel, err := filepath.Rel(w.root, ev.Name)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) || rel == "." {
+		// The root or an ancestor changed (created, removed): re-walk.
+		w.ensureWatches(l)
+		w.rescan(l)
+		return
+	}
+	parts := strings.Split(rel, string(filepath.Separator))
+	if len(parts) == 5 && parts[1] == "document" && parts[2] == "state" && isFolder(parts[3]) {
+		if ev.Op == fsnotify.Chmod {
+			return
+		}
+		w.sync(l, parts[0], parts[4], true)
+		return
+	}
+	if len(parts) <= 4 {
+		w.ensureWatches(l)
+		w.rescan(l)
+	}
+}
+
+func isFolder(s string) bool {
+	for _, f := range watchedFolders {
+		if s == string(f) {
+			return true
+		}
+	}
+	return false
+}
+
+// ensureWatches makes the inotify watches match the directories on disk:
+// the root, each instance directory down to its state folders, or, while
+// the root is missing, its nearest existing ancestor.
+func (w *Watcher) ensureWatches(l *loopState) {
+	desired := map[string]bool{}
+	var instances []string
+	if isDir(w.root) {
+		desired[w.root] = true
+		if l.waiting {
+			w.logger.Info("amazon-ssm-agent's data directory appeared", "path", w.root)
+			l.waiting = false
+		}
+		entries, err := os.ReadDir(w.root)
+		if err != nil {
+			w.logger.Warn("cannot list amazon-ssm-agent's data directory", "path", w.root, "err", err)
+		}
+		for _, e := range entries {
+			id := e.Name()
+			inst := filepath.Join(w.root, id)
+			state := filepath.Join(inst, "document", "state")
+			if !e.IsDir() || (!instanceDirName.MatchString(id) && !isDir(state)) {
+				continue
+			}
+			desired[inst] = true
+			doc := filepath.Join(inst, "document")
+			if !isDir(doc) {
+				continue
+			}
+			desired[doc] = true
+			if !isDir(state) {
+				continue
+			}
+			desired[state] = true
+			found := false
+			for _, f := range watchedFolders {
+				if d := filepath.Join(state, string(f)); isDir(d) {
+					desired[d] = true
+					found = true
+				}
+			}
+			if found {
+				instances = append(instances, inst)
+			}
+		}
+		w.dataWatched.Set(1)
+	} else {
+		anc := filepath.Dir(w.root)
+		for !isDir(anc) && anc != filepath.Dir(anc) {
+			anc = filepath.Dir(anc)
+		}
+		desired[anc] = true
+		if !l.waiting {
+			w.logger.Info("waiting for amazon-ssm-agent's data directory "+w.root, "path", w.root, "watching", anc)
+			l.waiting = true
+		}
+		w.dataWatched.Set(0)
+	}
+	for p := range l.watches {
+		if !desired[p] {
+			_ = l.fsw.Remove(p) // already gone with its directory, usually
+			delete(l.watches, p)
+		}
+	}
+	for p := range desired {
+		if l.watches[p] {
+			continue
+		}
+		if err := l.fsw.Add(p); err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				w.logger.Warn("cannot watch directory; its documents are seen only at the next rescan", "path", p, "err", err)
+			}
+			continue
+		}
+		l.watches[p] = true
+	}
+	sort.Strings(instances)
+	w.mu.Lock()
+	w.instances = instances
+	w.mu.Unlock()
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// rescan syncs every document on disk and every document known, so that
+// both new files and files that left while unwatched are reported.
+func (w *Watcher) rescan(l *loopState) {
+	todo := map[string][2]string{}
+	for k, d := range l.docs {
+		todo[k] = [2]string{d.instance, d.docID}
+	}
+	entries, _ := os.ReadDir(w.root)
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		for _, f := range []Folder{Current, Pending} {
+			files, _ := os.ReadDir(StateDir(w.root, e.Name(), f))
+			for _, fe := range files {
+				if fe.Type().IsRegular() {
+					todo[docKey(e.Name(), fe.Name())] = [2]string{e.Name(), fe.Name()}
+				}
+			}
+		}
+	}
+	keys := make([]string, 0, len(todo))
+	for k := range todo {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		w.sync(l, todo[k][0], todo[k][1], false)
+	}
+}
+
+func docKey(instance, docID string) string { return instance + "/" + docID }
+
+// sync looks at one document on disk and emits what changed since the
+// last look. changed is false for a rescan, where a file with the same
+// size, mtime and inode as the last good parse is not read again.
+func (w *Watcher) sync(l *loopState, instance, docID string, changed bool) {
+	k := docKey(instance, docID)
+	prev := l.docs[k]
+	// A move between folders is two notifications; whichever comes first
+	// finds the file at its new place. Three tries cover a file moved again
+	// between the stat and the read.
+	for range 3 {
+		folder, path, fi := w.locate(instance, docID)
+		if folder == "" {
+			w.gone(l, k, prev, instance, docID)
+			return
+		}
+		st := stampOf(fi)
+		if !changed && prev != nil && prev.folder == folder && prev.stamp == st {
+			return
+		}
+		state, err := ReadState(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			w.parseFailed(l, k, instance, docID, path, err)
+			return
+		}
+		delete(l.retries, k)
+		delete(l.bad, path)
+		ev := w.event(instance, docID, folder, path, state)
+		key := state.statusKey()
+		l.docs[k] = &known{instance: instance, docID: docID, folder: folder, key: key, stamp: st, ev: ev}
+		switch {
+		case prev == nil || prev.folder != folder:
+			ev.Kind = Seen
+			w.seen.WithLabelValues(string(folder)).Inc()
+			w.logSeen(ev)
+			w.sink(ev)
+		case prev.key != key:
+			ev.Kind = StatusChanged
+			w.logger.Debug("agent document status changed", "document_id", docID, "document", ev.DocumentName,
+				"status", ev.Status, "run_count", ev.RunCount, "steps", ev.PluginStatuses)
+			w.sink(ev)
+		}
+		return
+	}
+	w.logger.Debug("agent document kept moving while read; the next notification looks again", "document_id", docID)
+}
+
+func (w *Watcher) logSeen(ev CommandEvent) {
+	attrs := []any{"document_id", ev.DocumentID, "document", ev.DocumentName, "folder", ev.Folder,
+		"status", ev.Status, "run_count", ev.RunCount}
+	switch {
+	case ev.Patch.IsPatch && strings.Contains(ev.Patch.Reason, "treated as"):
+		w.logger.Warn("agent patch document seen; "+ev.Patch.Reason, attrs...)
+	case ev.Patch.IsPatch:
+		w.logger.Info("agent patch document seen", append(attrs, "operation", ev.Patch.Operation, "opens_cycle", ev.Patch.OpensCycle)...)
+	default:
+		w.logger.Debug("agent document seen", attrs...)
+	}
+}
+
+// locate finds the document in current/ or pending/ (current/ wins: the
+// move is a rename, so both at once means a stale pending copy).
+func (w *Watcher) locate(instance, docID string) (Folder, string, fs.FileInfo) {
+	for _, f := range []Folder{Current, Pending} {
+		p := filepath.Join(StateDir(w.root, instance, f), docID)
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+			return f, p, fi
+		}
+	}
+	return "", "", nil
+}
+
+func (w *Watcher) gone(l *loopState, k string, prev *known, instance, docID string) {
+	delete(l.retries, k)
+	for _, f := range []Folder{Pending, Current} {
+		delete(l.bad, filepath.Join(StateDir(w.root, instance, f), docID))
+	}
+	if prev == nil {
+		return
+	}
+	delete(l.docs, k)
+	ev := prev.ev
+	ev.Kind = Gone
+	ev.Time = w.clock.Now()
+	ev.Folder = ""
+	ev.Path = prev.ev.Path
+	corrupt := filepath.Join(StateDir(w.root, instance, Corrupt), docID)
+	if fi, err := os.Lstat(corrupt); err == nil && fi.Mode().IsRegular() {
+		ev.Folder = Corrupt
+		ev.Path = corrupt
+		w.logger.Warn("amazon-ssm-agent moved a document to corrupt/", "document_id", docID, "document", ev.DocumentName, "path", corrupt)
+	} else {
+		w.logger.Debug("agent document gone", "document_id", docID, "document", ev.DocumentName, "from", prev.folder)
+	}
+	w.sink(ev)
+}
+
+func (w *Watcher) parseFailed(l *loopState, k, instance, docID, path string, err error) {
+	r := l.retries[k]
+	if r == nil {
+		r = &retry{instance: instance, docID: docID}
+		l.retries[k] = r
+	}
+	if r.attempt >= w.retryAttempts {
+		delete(l.retries, k)
+		if !l.bad[path] {
+			l.bad[path] = true
+			w.parseErrors.Inc()
+			w.logger.Error("cannot parse amazon-ssm-agent's state file; skipping it until it is written again",
+				"path", path, "err", err)
+		}
+		return
+	}
+	d := w.retryFirst << r.attempt
+	if d > w.retryMax || d <= 0 {
+		d = w.retryMax
+	}
+	r.attempt++
+	r.due = w.clock.Now().Add(d)
+}
+
+// armTimer points the retry timer at the earliest due retry.
+func (w *Watcher) armTimer(l *loopState) {
+	var next time.Time
+	for _, r := range l.retries {
+		if next.IsZero() || r.due.Before(next) {
+			next = r.due
+		}
+	}
+	if next.IsZero() {
+		if l.timer != nil {
+			l.timer.Stop()
+			l.timer, l.due = nil, time.Time{}
+		}
+		return
+	}
+	if l.timer != nil && l.due.Equal(next) {
+		return
+	}
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.timer = w.clock.NewTimer(max(next.Sub(w.clock.Now()), 0))
+	l.due = next
+}
+
+func (w *Watcher) runRetries(l *loopState) {
+	now := w.clock.Now()
+	var due []*retry
+	for _, r := range l.retries {
+		if !r.due.After(now) {
+			due = append(due, r)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool { return due[i].due.Before(due[j].due) })
+	for _, r := range due {
+		w.sync(l, r.instance, r.docID, true)
+	}
+}
+
+func (w *Watcher) event(instance, docID string, folder Folder, path string, s *DocumentState) CommandEvent {
+	di := s.DocumentInformation
+	return CommandEvent{
+		Time:                   w.clock.Now(),
+		InstanceID:             instance,
+		Folder:                 folder,
+		Path:                   path,
+		DocumentID:             docID,
+		CommandID:              di.CommandID,
+		AssociationID:          di.AssociationID,
+		RunID:                  di.RunID,
+		MessageID:              di.MessageID,
+		DocumentName:           di.DocumentName,
+		DocumentType:           s.DocumentType,
+		Status:                 di.DocumentStatus,
+		RunCount:               di.RunCount,
+		PluginStatuses:         s.PluginStatuses(),
+		OrchestrationDirectory: s.IOConfig.OrchestrationDirectory,
+		Patch:                  w.classify(s),
+	}
+}
+
+func stampOf(fi fs.FileInfo) fileStamp {
+	return fileStamp{size: fi.Size(), mtime: fi.ModTime(), ino: inode(fi)}
+}
