@@ -41,6 +41,10 @@ type Options struct {
 	LookPath func(string) (string, error)
 	// Runner runs them; nil runs them for real with LookPath.
 	Runner Runner
+	// FirstDelay is the wait before the first round: long enough that a
+	// patchd restarted in a loop, or a host still booting, is not also
+	// running apt or dnf; short enough that a new host reports soon.
+	FirstDelay time.Duration
 }
 
 // HostState is both the checking actor (Run) and the cache's
@@ -51,6 +55,7 @@ type HostState struct {
 	lookPath func(string) (string, error)
 	runner   Runner
 	state    string
+	first    time.Duration
 	reset    chan struct{}
 	// afterRound and afterReset, when set by a test, are called after each
 	// round of checks and after a reload reset the timer.
@@ -87,7 +92,7 @@ type persisted struct {
 func New(o Options) *HostState {
 	h := &HostState{
 		log: o.Logger, clock: o.Clock, lookPath: o.LookPath, runner: o.Runner,
-		state: o.StateDir, cfg: o.Config, reset: make(chan struct{}, 1),
+		state: o.StateDir, first: o.FirstDelay, cfg: o.Config, reset: make(chan struct{}, 1),
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -160,9 +165,10 @@ func (h *HostState) config() (config.HostState, Runner) {
 	return h.cfg, h.runner
 }
 
-// Run checks once right away, then every interval, until ctx is done.
+// Run checks once after the first delay, then every interval, until ctx is
+// done.
 func (h *HostState) Run(ctx context.Context) error {
-	timer := h.clock.NewTimer(0)
+	timer := h.clock.NewTimer(h.first)
 	defer timer.Stop()
 	for {
 		select {

@@ -363,11 +363,11 @@ func TestCommandTimeoutKillsGroup(t *testing.T) {
 	}
 }
 
-func TestRunChecksAtStartThenEveryInterval(t *testing.T) {
+func TestRunChecksAfterFirstDelayThenEveryInterval(t *testing.T) {
 	fh := newFixtureHost(t)
 	fh.debian(t)
 	clock := clockwork.NewFakeClockAt(t0)
-	h := fh.new(clock)
+	h := New(Options{Config: fh.cfg(), StateDir: fh.state, Clock: clock, LookPath: fh.lookPath, FirstDelay: 10 * time.Second})
 	rounds := make(chan struct{}, 10)
 	h.afterRound = func() { rounds <- struct{}{} }
 	resets := make(chan struct{}, 10)
@@ -383,7 +383,16 @@ func TestRunChecksAtStartThenEveryInterval(t *testing.T) {
 			t.Fatalf("no round of checks %s", what)
 		}
 	}
-	wait("at start")
+	if err := clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-rounds:
+		t.Fatal("checked before the first delay passed")
+	default:
+	}
+	clock.Advance(10 * time.Second)
+	wait("after the first delay")
 	if err := clock.BlockUntilContext(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
