@@ -40,7 +40,7 @@ lint:
 
 # Package contents, lintian, systemd-analyze (packaging area).
 test-package: package
-	@echo "test-package: not yet"
+	packaging/test-packages.sh $(BUILD)
 
 # promtool on /metrics and the alert rules, a real Prometheus scrape (metrics area).
 test-prometheus: build
@@ -51,7 +51,7 @@ test-e2e: package
 	@echo "test-e2e: not yet"
 
 package: $(BUILD)/patchd-amd64 $(BUILD)/patchd-arm64
-	@echo "package: not yet"
+	packaging/build-packages.sh $(BUILD) '$(PKGVER)'
 
 demo:
 	@echo "make demo: not yet (the whole-system issue builds it)"
