@@ -35,6 +35,7 @@ func Discover(root string, phase Phase) ([]Hook, error) {
 	if !ValidPhase(phase) {
 		return nil, fmt.Errorf("unknown hook phase %q: use pre-patch, pre-reboot or post-patch", phase)
 	}
+	root = absPath(root)
 	dir := filepath.Join(root, string(phase))
 	entries, err := os.ReadDir(dir) // sorted by file name
 	if err != nil {
@@ -56,6 +57,7 @@ func Discover(root string, phase Phase) ([]Hook, error) {
 // Inspect decides about one file again, right before it runs: the list a
 // caller holds may be minutes old, and the file may have changed since.
 func Inspect(root string, phase Phase, name string) Hook {
+	root = absPath(root)
 	return inspect(root, phase, name, checkDirChain(root, phase))
 }
 
@@ -191,4 +193,13 @@ func ownerUID(fi fs.FileInfo) int {
 	}
 	// Without an owner to check, refuse rather than trust.
 	return -1
+}
+
+// absPath makes a relative --path.hooks absolute: hooks run in /, and the
+// path executed must not depend on patchd's working directory.
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }

@@ -557,3 +557,15 @@ func seriesCount(t *testing.T, reg *prometheus.Registry, name string) int {
 	}
 	return 0
 }
+
+// TestRelativeRoot: a relative --path.hooks still runs the hooks, though
+// they run in /.
+func TestRelativeRoot(t *testing.T) {
+	root := newRoot(t)
+	writeHook(t, filepath.Join(root, "post-patch", "10-ok"), okScript, 0o755)
+	t.Chdir(filepath.Dir(root))
+	res, err := NewRunner(Options{}, nil).RunPhase(context.Background(), "hooks.d", Env{Phase: PostPatch}, PhaseOptions{})
+	if err != nil || len(res) != 1 || res[0].Outcome != Success {
+		t.Fatalf("%v %+v", err, res)
+	}
+}
