@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -227,7 +228,7 @@ func (e *Engine) resume(ctx context.Context) {
 		if id := e.endDocument(c); id != "" && !e.documentPresent(id) {
 			e.log.Info("patch command ended while patchd was not running", "document", id)
 			c.Ended, c.EndAt = true, e.clock.Now()
-			c.Result = resultOf(c.Document.Status, nil, false)
+			c.Result = resultOf(c.Document.Status, c.Document.Steps, false)
 		}
 	}
 	e.advance(ctx)
@@ -380,7 +381,7 @@ func docOf(ev ssm.CommandEvent) Document {
 	return Document{
 		DocumentID: ev.DocumentID, CommandID: ev.CommandID, AssociationID: ev.AssociationID,
 		DocumentName: ev.DocumentName, Operation: ev.Patch.Operation, InstanceID: ev.InstanceID,
-		Status: ev.Status, RunCount: ev.RunCount,
+		Status: ev.Status, RunCount: ev.RunCount, Steps: maps.Clone(ev.PluginStatuses),
 	}
 }
 
@@ -505,20 +506,33 @@ func (e *Engine) onCommand(ctx context.Context, ev ssm.CommandEvent) {
 func (e *Engine) followed(ctx context.Context, c *Cycle, ev ssm.CommandEvent) {
 	d := &c.Document
 	if d.DocumentID == ev.DocumentID {
-		if ev.Status != "" {
-			d.Status = ev.Status
+		changed := false
+		if ev.Status != "" && ev.Status != d.Status {
+			d.Status, changed = ev.Status, true
 		}
 		if ev.RunCount > d.RunCount {
-			d.RunCount = ev.RunCount
+			d.RunCount, changed = ev.RunCount, true
 		}
 		if d.InstanceID == "" {
 			d.InstanceID = ev.InstanceID
+		}
+		if len(ev.PluginStatuses) > 0 && !maps.Equal(ev.PluginStatuses, d.Steps) {
+			d.Steps, changed = maps.Clone(ev.PluginStatuses), true
+		}
+		if changed {
+			// The last status seen decides PATCHD_RESULT, also after a
+			// restart.
+			e.save()
 		}
 	}
 	switch {
 	case ev.Kind == ssm.Gone && !c.Ended && ev.DocumentID == e.endDocument(c):
 		c.Ended, c.EndAt = true, e.clock.Now()
-		c.Result = resultOf(ev.Status, ev.PluginStatuses, ev.Folder == ssm.Corrupt)
+		status, steps := d.Status, d.Steps
+		if ev.DocumentID != d.DocumentID { // the gate's own document
+			status, steps = ev.Status, ev.PluginStatuses
+		}
+		c.Result = resultOf(status, steps, ev.Folder == ssm.Corrupt)
 		e.log.Info("patch command ended", "cycle", c.ID, "document", ev.DocumentID, "status", ev.Status,
 			"result", c.Result, "corrupt", ev.Folder == ssm.Corrupt)
 		e.save()

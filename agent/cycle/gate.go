@@ -107,7 +107,7 @@ func (e *Engine) onGate(ctx context.Context, req GateRequest) GateReply {
 			c.Ended, c.EndAt = true, e.clock.Now()
 			c.Result = req.Result
 			if c.Result == "" {
-				c.Result = resultOf(c.Document.Status, nil, false)
+				c.Result = resultOf(c.Document.Status, c.Document.Steps, false)
 			}
 			e.log.Info("gate closes the cycle", "cycle", c.ID, "result", c.Result)
 			e.save()

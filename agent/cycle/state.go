@@ -58,6 +58,9 @@ type Document struct {
 	InstanceID    string `json:"instance_id,omitempty"`
 	Status        string `json:"status,omitempty"`
 	RunCount      int    `json:"run_count,omitempty"`
+	// Steps are the last known step statuses: the file is often deleted
+	// right after its final write, so the last parse may predate the end.
+	Steps map[string]string `json:"steps,omitempty"`
 }
 
 // HookState is a hook's record within a phase. Finished is false while it
