@@ -19,13 +19,14 @@ type hooksPart struct {
 // hooks path changes only at restart (see reload); timeouts follow SIGHUP.
 func (d *daemon) setupHooks() error {
 	cfg := d.config()
+	logger := d.logger.With("part", "hooks")
 	h := &hooksPart{
-		runner:  hooks.NewRunner(hookOptions(cfg, d.logger), d.reg),
-		watcher: hooks.NewWatcher(cfg.Paths.Hooks, d.logger, d.reg),
+		runner:  hooks.NewRunner(hookOptions(cfg, logger), d.reg),
+		watcher: hooks.NewWatcher(cfg.Paths.Hooks, logger, d.reg),
 	}
 	d.hooks = h
 	d.addActor("hooks-watcher", h.watcher.Run)
-	d.onReload(func(c config.Config) { h.runner.SetOptions(hookOptions(c, d.logger)) })
+	d.onReload(func(c config.Config) { h.runner.SetOptions(hookOptions(c, logger)) })
 	return nil
 }
 
