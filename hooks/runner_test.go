@@ -569,3 +569,23 @@ func TestRelativeRoot(t *testing.T) {
 		t.Fatalf("%v %+v", err, res)
 	}
 }
+
+// TestSetOptionsAppliesToNextHook: a reload's timeout governs the hooks
+// started after it.
+func TestSetOptionsAppliesToNextHook(t *testing.T) {
+	root := newRoot(t)
+	writeHook(t, filepath.Join(root, "post-patch", "10-slow"), "#!/bin/sh\nexec sleep 300\n", 0o755)
+	hs, _ := Discover(root, PostPatch)
+	r := NewRunner(Options{Timeout: time.Hour}, nil)
+	r.SetOptions(Options{Timeout: 200 * time.Millisecond, KillGrace: 200 * time.Millisecond, DrainTimeout: 200 * time.Millisecond})
+	done := make(chan Result, 1)
+	go func() { done <- r.RunHook(context.Background(), hs[0], Env{Phase: PostPatch}) }()
+	select {
+	case res := <-done:
+		if res.Outcome != TimedOut {
+			t.Errorf("outcome %s, want timed_out", res.Outcome)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the new timeout was not applied")
+	}
+}
