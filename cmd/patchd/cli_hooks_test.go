@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,24 @@ func TestHooksListAndRun(t *testing.T) {
 		}
 	}
 
+	code, out, _ = runPatchd(t, append([]string{"hooks", "list", "--output=json"}, tr.flags()...)...)
+	var runnable int
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var h struct{ Phase, Hook, Path, State, Reason string }
+		if err := json.Unmarshal([]byte(l), &h); err != nil {
+			t.Fatalf("hooks list json line %q: %v", l, err)
+		}
+		if h.State == "runnable" {
+			runnable++
+			if h.Path != filepath.Join(tr.Hooks, h.Phase, h.Hook) || h.Reason != "" {
+				t.Errorf("json line %+v", h)
+			}
+		}
+	}
+	if code != 0 || runnable != 12 {
+		t.Errorf("hooks list json: exit %d, %d runnable, want 0 and 12", code, runnable)
+	}
+
 	cases := []struct {
 		name  string
 		args  []string
@@ -96,6 +115,15 @@ func TestHooksListAndRun(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("an empty phase succeeds", func(t *testing.T) {
+		empty := append(tr.flags(), "--path.hooks="+filepath.Join(tr.Root, "state"))
+		empty = slices.DeleteFunc(empty, func(a string) bool { return a == "--path.hooks="+tr.Hooks })
+		code, out, errOut := runPatchd(t, append([]string{"hooks", "run", "pre-patch"}, empty...)...)
+		if code != 0 || out != "" {
+			t.Errorf("exit %d, output %q\n%s", code, out, errOut)
+		}
+	})
 
 	t.Run("json output", func(t *testing.T) {
 		code, out, _ := runPatchd(t, append([]string{"hooks", "run", "pre-reboot", "--output=json"}, tr.flags()...)...)
