@@ -11,6 +11,9 @@ version=${2:?usage: build-packages.sh BUILD_DIR VERSION}
 # 0.0.0~abc1234-dirty. A hyphen is a revision separator in deb and invalid in
 # an rpm version; dots keep the order (1.2.0.3.gabc1234 > 1.2.0) in both.
 version=${version//-/.}
+# Without git (a source tarball) describe gives nothing: 0.0.0~ is still a
+# version, but name it.
+if [[ $version == *~ ]]; then version+=unknown; fi
 if ! [[ $version =~ ^[0-9][A-Za-z0-9.+~]*$ ]]; then
   echo "build-packages.sh: version '$version' is not a valid deb/rpm version; tag the tree like v1.2.3 or set PKGVER" >&2
   exit 1
