@@ -161,10 +161,9 @@ func TestMockProfileChangeWhileRunning(t *testing.T) {
 	writeMockConfig(t, m.config, newProfile)
 	var changed []Observation
 	poll(t, 30*time.Second, "the mock to serve the new profile", func() bool {
+		// While the mock swaps its handlers its paths answer 404 for a
+		// moment: unknown (or "no profile"), and never a change.
 		o := tw.Poll(ctx)
-		if !o.Known {
-			t.Fatalf("poll failed during the mock's reload: %v", o.Err)
-		}
 		if o.Changed {
 			changed = append(changed, o)
 		}

@@ -530,13 +530,16 @@ func (k *Keeper) evaluate(ctx context.Context) {
 	k.restarts.WithLabelValues(string(rec.Reason)).Inc()
 	k.lastRestart.Set(float64(now.UnixNano()) / 1e9)
 	mgr := k.mgr
+	// Requests made during the restart are a new pending restart with
+	// their own waiters; only these get this outcome.
+	ws := k.waiters
+	k.waiters = nil
 	k.mu.Unlock()
 
 	out := k.restart(ctx, mgr, cfg, rec)
-
-	k.mu.Lock()
-	k.notifyLocked(out)
-	k.mu.Unlock()
+	for _, w := range ws {
+		w <- out
+	}
 }
 
 func (k *Keeper) restart(ctx context.Context, mgr Manager, cfg config.Agent, rec Record) Outcome {

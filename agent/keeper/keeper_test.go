@@ -26,6 +26,7 @@ type recordingManager struct {
 	fail     error
 	inactive bool
 	done     chan struct{} // gets one value per restart
+	hold     chan struct{} // when set, each Restart waits for a value
 }
 
 func newRecordingManager() *recordingManager {
@@ -38,8 +39,12 @@ func (m *recordingManager) Restart(context.Context) error {
 	m.mu.Lock()
 	m.restarts++
 	err := m.fail
+	hold := m.hold
 	m.mu.Unlock()
 	m.done <- struct{}{}
+	if hold != nil {
+		<-hold
+	}
 	return err
 }
 
@@ -456,10 +461,14 @@ func TestRunRestartsAndRechecks(t *testing.T) {
 			t.Fatal("no restart")
 		}
 	}
+	h.mgr.hold = make(chan struct{})
 	h.roleChange()
 	waitRestart()
+	// A request made while that restart runs is a restart of its own,
+	// decided after it: here deferred by a document in current/.
 	f := h.currentFile("running-document")
 	out := h.k.Request(Manual, "by hand")
+	h.mgr.hold <- struct{}{}
 	if o := <-out; o.Action != "deferred" {
 		t.Fatalf("outcome %+v, want deferred", o)
 	}
@@ -473,5 +482,6 @@ func TestRunRestartsAndRechecks(t *testing.T) {
 	}
 	h.clock.Advance(15 * time.Second)
 	waitRestart()
+	h.mgr.hold <- struct{}{}
 	h.wantRestarts(2)
 }
