@@ -400,3 +400,23 @@ func gaugeSeries(t *testing.T, g prometheus.Gatherer, name string) string {
 	}
 	return strings.Join(out, "; ")
 }
+
+// BenchmarkPoll is one poll against a local IMDSv2 (token cached): what a
+// poll costs patchd every minute.
+func BenchmarkPoll(b *testing.B) {
+	f := &fakeIMDS{id: profA, release: make(chan struct{})}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	defer close(f.release)
+	w, err := New(Options{Endpoint: srv.URL, PollInterval: time.Minute, Timeout: time.Second, StateDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if o := w.Poll(ctx); !o.Known {
+			b.Fatal(o.Err)
+		}
+	}
+}
