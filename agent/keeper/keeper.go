@@ -103,15 +103,19 @@ type Keeper struct {
 	lastRestart   prometheus.Gauge
 	dropped       prometheus.Counter
 
-	mu       sync.Mutex
-	cfg      config.Agent
-	mgr      Manager
-	state    State
-	serves   bool
-	episode  *Episode
-	waiters  []waiter
-	active   *bool
-	activeEr string
+	mu     sync.Mutex
+	cfg    config.Agent
+	mgr    Manager
+	state  State
+	serves bool
+	// servesAt is when IMDS last answered; a stuck-credentials restart
+	// needs an answer from after the episode began.
+	servesAt    time.Time
+	lastRefresh time.Time
+	episode     *Episode
+	waiters     []waiter
+	active      *bool
+	activeEr    string
 }
 
 // New builds a keeper and restores keeper.json (restart history, a pending
@@ -277,6 +281,9 @@ func (k *Keeper) Observe(obs imds.Observation) {
 	// An unknown answer is not "serving": no stuck-credentials restart on a
 	// guess.
 	k.serves = obs.Known && obs.ServesCredentials
+	if obs.Known {
+		k.servesAt = k.clock.Now()
+	}
 	k.mu.Unlock()
 	if obs.Changed {
 		k.request(RoleChanged, obs.Reason+"; now "+obs.Identity.String(), nil)
@@ -418,7 +425,7 @@ func (k *Keeper) handleLog(ev agentlog.Event) {
 func (k *Keeper) checkStuck() {
 	k.mu.Lock()
 	e := k.episode
-	if e == nil || e.Restarted || !k.serves {
+	if e == nil || e.Restarted || !k.serves || k.servesAt.Before(e.Since) {
 		k.mu.Unlock()
 		return
 	}
@@ -474,6 +481,25 @@ func (k *Keeper) evaluate(ctx context.Context) {
 		k.saveLocked()
 		k.notifyLocked(Outcome{Action: "would_restart", Message: fmt.Sprintf("would restart (%s: %s), but agent.restart is off", p.Reason, p.Detail)})
 		k.mu.Unlock()
+		return
+	}
+	if p.Reason != Manual && !k.serves {
+		// A new role's credentials can lag its appearance in iam/info; a
+		// restart before IMDS serves them would send the agent into its
+		// long back-off again.
+		if !p.WaitingCredentials {
+			p.WaitingCredentials = true
+			k.log.Info("restart of amazon-ssm-agent waits until IMDS serves credentials for the role", "reason", p.Reason, "detail", p.Detail)
+			k.saveLocked()
+		}
+		refresh := k.opts.RefreshCredentials != nil && k.clock.Since(k.lastRefresh) >= k.opts.RecheckInterval
+		if refresh {
+			k.lastRefresh = now
+		}
+		k.mu.Unlock()
+		if refresh {
+			k.opts.RefreshCredentials()
+		}
 		return
 	}
 	recent := within(k.state.Restarts, now.Add(-time.Hour))

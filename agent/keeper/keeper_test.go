@@ -247,6 +247,7 @@ func TestDeferredUntilCurrentEmpty(t *testing.T) {
 	if v := h.metric("patchd_agent_restart_deferred"); v != 1 {
 		t.Errorf("restart_deferred after reopen = %v, want 1", v)
 	}
+	h.imdsServes(true) // the new watcher's first answer
 	if err := os.Remove(f); err != nil {
 		t.Fatal(err)
 	}
@@ -287,6 +288,7 @@ func TestStormIsCappedPerHour(t *testing.T) {
 	}
 	// The limit survives a patchd restart.
 	h.reopen(cfg)
+	h.imdsServes(true)
 	out := h.k.Request(Manual, "by hand")
 	h.step()
 	h.wantRestarts(3)
@@ -307,13 +309,25 @@ func TestStormIsCappedPerHour(t *testing.T) {
 
 func TestCredentialsStuckOncePerEpisode(t *testing.T) {
 	h := newHarness(t, testConfig())
+	refreshes := 0
+	h.k.opts.RefreshCredentials = func() { refreshes++ }
 	credErr := agentlog.Event{Kind: agentlog.CredentialsError, Message: "Retrieve credentials produced error: EC2RoleRequestError"}
 	sleep := agentlog.Event{Kind: agentlog.CredentialsError, Message: "Sleeping for 27m0s before retrying retrieve credentials", Backoff: 27 * time.Minute}
-	h.imdsServes(false)
+	h.imdsServes(true)
+	h.clock.Advance(time.Minute)
 	h.k.LogEvent(credErr)
 	h.k.LogEvent(sleep)
 	h.step()
+	// The last IMDS answer is older than the errors: ask again, do not act
+	// on it.
+	h.wantRestarts(0)
+	if refreshes != 1 {
+		t.Fatalf("%d IMDS refreshes asked, want 1 at the start of the episode", refreshes)
+	}
+	h.imdsServes(false)
+	h.step()
 	h.wantRestarts(0) // IMDS has no credentials: restarting cannot help
+	h.clock.Advance(time.Minute)
 	h.imdsServes(true)
 	h.step()
 	h.wantRestarts(1)
@@ -322,13 +336,18 @@ func TestCredentialsStuckOncePerEpisode(t *testing.T) {
 	}
 	for range 5 {
 		h.k.LogEvent(credErr)
+		h.clock.Advance(time.Minute)
+		h.imdsServes(true)
 		h.step()
 	}
 	h.wantRestarts(1) // same episode
 	// A successful connection ends the episode; new errors start another.
 	h.k.LogEvent(agentlog.Event{Kind: agentlog.Other, Message: "Successfully connected with instance profile role credentials"})
 	h.step()
+	h.clock.Advance(time.Minute)
 	h.k.LogEvent(credErr)
+	h.step()
+	h.imdsServes(true)
 	h.step()
 	h.wantRestarts(2)
 	// So does an agent start.
@@ -337,12 +356,42 @@ func TestCredentialsStuckOncePerEpisode(t *testing.T) {
 	if st := h.k.Status(); st.CredentialsEpisode != nil || st.AgentVersion != "3.3.1142.0" {
 		t.Fatalf("status = %+v, want no episode and the agent's version", st)
 	}
+	h.clock.Advance(time.Minute)
 	h.k.LogEvent(credErr)
+	h.step()
+	h.imdsServes(true)
 	h.step()
 	h.wantRestarts(3)
 	if v := h.metric("patchd_agent_restarts_total", "reason", "credentials_stuck"); v != 3 {
 		t.Errorf("restarts_total{credentials_stuck} = %v, want 3", v)
 	}
+}
+
+// A role change waits until IMDS serves the new role's credentials, asking
+// the watcher for a fresh look at most once per re-check interval.
+func TestRoleChangeWaitsForCredentials(t *testing.T) {
+	h := newHarness(t, testConfig())
+	refreshes := 0
+	h.k.opts.RefreshCredentials = func() { refreshes++ }
+	h.k.Observe(imds.Observation{Known: true, Changed: true, ServesCredentials: false, Reason: "instance profile attached where there was none",
+		Identity: imds.Identity{InstanceProfileArn: "arn:b", InstanceProfileID: "AIPB", Role: "b"}})
+	h.step()
+	h.step()
+	h.wantRestarts(0)
+	if st := h.k.Status(); st.Pending == nil || !st.Pending.WaitingCredentials {
+		t.Fatalf("status = %+v, want a pending restart waiting for credentials", st)
+	}
+	if refreshes != 1 {
+		t.Fatalf("%d refreshes, want 1 (rate-limited)", refreshes)
+	}
+	h.clock.Advance(15 * time.Second)
+	h.step()
+	if refreshes != 2 {
+		t.Fatalf("%d refreshes after a re-check interval, want 2", refreshes)
+	}
+	h.imdsServes(true)
+	h.step()
+	h.wantRestarts(1)
 }
 
 // An IMDS failure is not "serving credentials".

@@ -43,6 +43,8 @@ type Pending struct {
 	Deferred bool `json:"deferred,omitempty"`
 	// Refused: the hourly limit held it back.
 	Refused bool `json:"refused,omitempty"`
+	// WaitingCredentials: IMDS did not serve credentials for the role yet.
+	WaitingCredentials bool `json:"waiting_credentials,omitempty"`
 }
 
 // StateFileName is the keeper's state file inside the state directory.

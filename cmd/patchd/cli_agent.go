@@ -159,6 +159,8 @@ func printAgentStatus(w io.Writer, st agentStatus) {
 	if p := st.Pending; p != nil {
 		how := "due"
 		switch {
+		case p.WaitingCredentials:
+			how = "waiting until IMDS serves credentials for the role"
 		case p.Refused:
 			how = "held back by agent.max_restarts_per_hour"
 		case p.Deferred:
