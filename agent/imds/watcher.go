@@ -345,8 +345,11 @@ func (w *Watcher) read(ctx context.Context, c *sdkimds.Client, timeout time.Dura
 			w.errors.WithLabelValues(KindNotFound).Inc()
 			return Identity{}, false, nil
 		}
-		// iam/info missing while a role is listed (or the list failed):
-		// IMDS is mid-update or broken; wait for a consistent answer.
+		if listErr != nil {
+			return Identity{}, false, listErr
+		}
+		// iam/info missing while a role is listed: IMDS is mid-update;
+		// wait for a consistent answer.
 		return Identity{}, false, infoErr
 	}
 	if listErr != nil {
