@@ -81,4 +81,8 @@ type Result struct {
 	StderrTail string // last 4 KiB
 	Error      string // why it failed, when not just an exit code
 	Attempt    int
+	// Interrupted is set when ctx ended (patchd stopping) and the signal
+	// ended the hook: it did not finish and should run again. A hook that
+	// exited on its own during the stop is not interrupted.
+	Interrupted bool
 }

@@ -145,7 +145,7 @@ func (r *Runner) RunHook(ctx context.Context, h Hook, env Env) Result {
 		res.Outcome = TimedOut
 		res.Error = fmt.Sprintf("timed out after %s; its process group was killed", timeout)
 	case run.cancelled:
-		res.Outcome = Failed
+		res.Outcome, res.Interrupted = Failed, true
 		res.Error = "interrupted: patchd is stopping; the hook was killed"
 	case run.exitCode == 0:
 		res.Outcome = Success
@@ -248,6 +248,15 @@ func execute(ctx context.Context, h Hook, env Env, opts Options, timeout time.Du
 		rn.cancelled = true
 	}
 	if rn.timedOut || rn.cancelled {
+		// select picks at random among ready cases: a hook that ended
+		// just as the deadline came has finished, and is not killed.
+		select {
+		case waitErr = <-exited:
+			rn.timedOut, rn.cancelled = false, false
+		default:
+		}
+	}
+	if rn.timedOut || rn.cancelled {
 		log.Warn("stopping hook: SIGTERM to its process group", "timed_out", rn.timedOut, "grace", opts.KillGrace)
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		grace := time.NewTimer(opts.KillGrace)
@@ -271,6 +280,13 @@ func execute(ctx context.Context, h Hook, env Env, opts Options, timeout time.Du
 		grace.Stop()
 		if !gotExit {
 			waitErr = <-exited
+		}
+		// At a stop of patchd, a hook that exited on its own (it ended
+		// before the signal arrived, or trapped it and chose its exit
+		// code) reports that exit; only one the signal ended is
+		// "interrupted" and runs again. A timeout stays a timeout.
+		if rn.cancelled && exitedNormally(waitErr) {
+			rn.cancelled = false
 		}
 	}
 	rn.duration = time.Since(start)
@@ -305,6 +321,21 @@ func execute(ctx context.Context, h Hook, env Env, opts Options, timeout time.Du
 		rn.startErr = waitErr
 	}
 	return rn
+}
+
+// exitedNormally reports whether the process ended through exit(), not a
+// signal.
+func exitedNormally(err error) bool {
+	if err == nil {
+		return true
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok {
+			return ws.Exited()
+		}
+	}
+	return false
 }
 
 // PhaseOptions connect RunPhase to the cycle's persisted state.
@@ -360,7 +391,7 @@ func (r *Runner) RunPhase(ctx context.Context, root string, env Env, p PhaseOpti
 			}
 		}
 		res := r.RunHook(ctx, h, e)
-		if ctx.Err() != nil && res.Outcome != Success && res.Outcome != Refusal && res.Outcome != DryRun {
+		if res.Interrupted {
 			return results, fmt.Errorf("%s phase interrupted during hook %s: %w", env.Phase, h.Name, ctx.Err())
 		}
 		if p.OnResult != nil {

@@ -589,3 +589,36 @@ func TestSetOptionsAppliesToNextHook(t *testing.T) {
 		t.Fatal("the new timeout was not applied")
 	}
 }
+
+// TestStopLetsHookChooseItsExit: at a stop of patchd, a hook that traps
+// SIGTERM and exits reports its own exit and is not "interrupted"; one the
+// signal kills is.
+func TestStopLetsHookChooseItsExit(t *testing.T) {
+	cases := []struct {
+		name        string
+		body        string
+		outcome     Outcome
+		exitCode    int
+		interrupted bool
+	}{
+		{"killed by the signal", "#!/bin/sh\necho up\nexec sleep 300\n", Failed, -1, true},
+		{"traps and exits 0", "#!/bin/sh\ntrap 'echo bye; exit 0' TERM\necho up\nsleep 300 &\nwait\n", Success, 0, false},
+		{"traps and exits 4", "#!/bin/sh\ntrap 'exit 4' TERM\necho up\nsleep 300 &\nwait\n", Failed, 4, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			root := newRoot(t)
+			writeHook(t, filepath.Join(root, "pre-reboot", "10-x"), tc.body, 0o755)
+			hs, _ := Discover(root, PreReboot)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			r := NewRunner(Options{KillGrace: 5 * time.Second, DrainTimeout: 500 * time.Millisecond,
+				Logger: slog.New(&cancelOnLine{&logRecorder{}, "up", cancel})}, nil)
+			res := r.RunHook(ctx, hs[0], Env{Phase: PreReboot})
+			if res.Outcome != tc.outcome || res.ExitCode != tc.exitCode || res.Interrupted != tc.interrupted {
+				t.Errorf("got %s exit %d interrupted %v (%s), want %s %d %v",
+					res.Outcome, res.ExitCode, res.Interrupted, res.Error, tc.outcome, tc.exitCode, tc.interrupted)
+			}
+		})
+	}
+}
