@@ -270,7 +270,7 @@ func (w *Watcher) Poll(ctx context.Context) Observation {
 		w.mu.Unlock()
 		if first {
 			w.log.Warn("cannot read the instance's identity from IMDS; treating it as unknown (never as a change) until it answers",
-				"kind", rerr.Kind, "err", rerr)
+				"kind", rerr.Kind, "err", rerr, "hint", hint(rerr.Kind))
 		} else {
 			w.log.Debug("IMDS still failing", "kind", rerr.Kind, "err", rerr)
 		}
@@ -406,4 +406,21 @@ func firstLine(s string) string {
 		}
 	}
 	return ""
+}
+
+// hint says what an operator can check for each kind of failure.
+func hint(kind string) string {
+	switch kind {
+	case KindTimeout, KindConnection:
+		return "is IMDS enabled for this instance (http-endpoint enabled) and reachable; in a container, is the hop limit at least 2? (aws ec2 describe-instances, MetadataOptions)"
+	case KindUnauthorized:
+		return "IMDS refused the IMDSv2 token; check the instance's metadata options (http-tokens, hop limit)"
+	case KindNotFound:
+		return "the path is missing; is an instance profile attached?"
+	case KindThrottled:
+		return "IMDS is throttling this instance; something else may be polling it hard"
+	case KindServerError:
+		return "IMDS failed on its side; it usually recovers by itself"
+	}
+	return "IMDS answered something patchd cannot read; see err"
 }
