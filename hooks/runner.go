@@ -104,8 +104,8 @@ func (r *Runner) Options() Options {
 // inspected again first, so a file that became unsafe after it was listed
 // is refused. env.Phase must be h.Phase. A dry run starts nothing.
 // Cancelling ctx (patchd stopping) kills the hook's group like a timeout;
-// the result then says so in Error and the caller should treat the hook as
-// not finished.
+// the result is then Interrupted (not counted in the metrics) and the
+// caller should treat the hook as not finished.
 func (r *Runner) RunHook(ctx context.Context, h Hook, env Env) Result {
 	opts := r.Options()
 	env.Phase = h.Phase
@@ -129,6 +129,10 @@ func (r *Runner) RunHook(ctx context.Context, h Hook, env Env) Result {
 	case env.DryRun:
 		res.Outcome = DryRun
 		log.Info("dry run: hook would run", "path", h.Path)
+		return res
+	case ctx.Err() != nil:
+		res.Outcome, res.Interrupted = Failed, true
+		res.Error = "not started: patchd is stopping"
 		return res
 	}
 
@@ -164,8 +168,10 @@ func (r *Runner) RunHook(ctx context.Context, h Hook, env Env) Result {
 	} else {
 		log.Error("hook failed", "result", res.Outcome, "exit_code", res.ExitCode, "duration", res.Duration, "err", res.Error)
 	}
-	r.m.runs.WithLabelValues(string(h.Phase), string(res.Outcome)).Inc()
-	r.m.duration.WithLabelValues(string(h.Phase)).Observe(res.Duration.Seconds())
+	if !res.Interrupted {
+		r.m.runs.WithLabelValues(string(h.Phase), string(res.Outcome)).Inc()
+		r.m.duration.WithLabelValues(string(h.Phase)).Observe(res.Duration.Seconds())
+	}
 	return res
 }
 

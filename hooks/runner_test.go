@@ -619,6 +619,17 @@ func TestStopLetsHookChooseItsExit(t *testing.T) {
 				t.Errorf("got %s exit %d interrupted %v (%s), want %s %d %v",
 					res.Outcome, res.ExitCode, res.Interrupted, res.Error, tc.outcome, tc.exitCode, tc.interrupted)
 			}
+			counted := 0.0
+			for _, o := range runResults {
+				counted += value(t, r.m.runs.WithLabelValues(string(PreReboot), string(o)))
+			}
+			if want := map[bool]float64{true: 0, false: 1}[tc.interrupted]; counted != want {
+				t.Errorf("counted %v runs, want %v (an interrupted run is not a result)", counted, want)
+			}
+			// Once stopping, nothing more starts.
+			if res := r.RunHook(ctx, hs[0], Env{Phase: PreReboot}); !res.Interrupted || res.Duration != 0 {
+				t.Errorf("a hook started after the stop: %+v", res)
+			}
 		})
 	}
 }
