@@ -193,6 +193,18 @@ func startDaemon(t *testing.T, tr testTree, extra ...string) *daemonProc {
 		}
 		return strings.Contains(p.stderr.String(), "patchd started")
 	})
+	// "patchd started" precedes the metrics listener; wait for it too.
+	for _, a := range extra {
+		if addr, ok := strings.CutPrefix(a, "--web.listen-address="); ok && addr != "" {
+			eventually(t, 30*time.Second, "metrics listener on "+addr, func() bool {
+				c, err := net.DialTimeout("tcp", addr, time.Second)
+				if err == nil {
+					c.Close()
+				}
+				return err == nil
+			})
+		}
+	}
 	return p
 }
 
