@@ -151,7 +151,9 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 	e.running.Store(&name)
 	res := e.o.Runner.RunHook(ctx, h, e.env(c, h.Phase, hs.Attempt))
 	e.running.Store(nil)
-	if ctx.Err() != nil {
+	// A hook that succeeded before the stop reached it is finished; any
+	// other end during a stop may be the stop's kill, so it runs again.
+	if ctx.Err() != nil && res.Outcome != hooks.Success {
 		e.log.Warn("hook cut short by the stop of patchd; it runs again after the restart", "phase", hs.Phase, "hook", h.Name, "attempt", hs.Attempt)
 		return false
 	}

@@ -9,13 +9,16 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,6 +41,29 @@ type cycleEnv struct {
 	bin    string // fake commands
 	down   string // when this file exists, the fake systemctl says "stopping"
 	p      *daemonProc
+	procs  []*daemonProc
+	// rearm are kill points for the patchd processes that ensure starts
+	// after a kill, in order; an empty list starts them unarmed.
+	rearm []int
+}
+
+// kills counts the patchd processes that died by SIGKILL (a kill point).
+func (e *cycleEnv) kills() int {
+	n := 0
+	for _, p := range e.procs {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+					n++
+				}
+			}
+		default:
+		}
+	}
+	return n
 }
 
 var cycleHooks = map[string][]string{
@@ -121,6 +147,7 @@ func (e *cycleEnv) start(killAfter int) *daemonProc {
 		return p.exited() || strings.Contains(p.stderr.String(), "patchd started")
 	})
 	e.p = p
+	e.procs = append(e.procs, p)
 	return p
 }
 
@@ -137,7 +164,11 @@ func (p *daemonProc) exited() bool {
 // ensure restarts patchd (unarmed) if the running one has died.
 func (e *cycleEnv) ensure() {
 	if e.p == nil || e.p.exited() {
-		e.start(0)
+		n := 0
+		if len(e.rearm) > 0 {
+			n, e.rearm = e.rearm[0], e.rearm[1:]
+		}
+		e.start(n)
 	}
 }
 
@@ -187,6 +218,12 @@ func (e *cycleEnv) line(hook string) string {
 		}
 	}
 	return ""
+}
+
+// phaseDone reports whether cycle.json records phase as done.
+func (e *cycleEnv) phaseDone(phase string) bool {
+	st, err := cycle.StatusFromFile(e.tr.State)
+	return err == nil && st.Current != nil && st.Current.Phases[phase] != nil && st.Current.Phases[phase].Done
 }
 
 func (e *cycleEnv) phaseCount(phase string) int {
@@ -284,7 +321,9 @@ func installWithReboot(t *testing.T, e *cycleEnv, armBefore, armAfter int) {
 	e.waitFor("pre-patch", func() bool { return e.phaseCount("pre-patch") == 2 })
 	e.setPackages("bash\t5.2-2\tamd64", "openssl\t3.0.1-1\tamd64", "linux-image-6.1\t6.1.1\tamd64")
 	must(t, d.RequestReboot("PatchLinux"))
-	e.waitFor("pre-reboot", func() bool { return e.phaseCount("pre-reboot") == 1 })
+	// Wait for patchd to have recorded the phase, not just for the hook's
+	// line: a stop in between would rightly run the hook again.
+	e.waitFor("pre-reboot", func() bool { return e.phaseDone("pre-reboot") })
 	e.stop() // shutdown: the fake systemctl says running, pre-reboot already ran
 	e.start(armAfter)
 	must(t, d.Resume())
@@ -494,38 +533,58 @@ func TestCyclePreRebootAtShutdown(t *testing.T) {
 }
 
 // TestCycleKillPoints SIGKILLs patchd right after each write of cycle.json
-// in three scenarios; whatever the step, post-patch runs exactly once and no
-// hook that finished runs again.
+// in three scenarios, and once more a few steps after the restart that
+// follows (a crash loop); whatever the step, post-patch runs exactly once and no
+// hook that finished runs again. The kill points run on their own workers
+// (subtests may run from several goroutines) so that they do not queue
+// behind -parallel on a small machine.
 func TestCycleKillPoints(t *testing.T) {
 	t.Parallel()
-	var killed atomic.Int32
-	type variant struct {
+	type job struct {
 		name string
-		max  int
-		run  func(t *testing.T, e *cycleEnv, n int)
+		run  func(t *testing.T, e *cycleEnv)
 	}
-	for _, v := range []variant{
-		{"before reboot", 16, func(t *testing.T, e *cycleEnv, n int) { installWithReboot(t, e, n, 0) }},
-		{"after reboot", 12, func(t *testing.T, e *cycleEnv, n int) { installWithReboot(t, e, 0, n) }},
-		{"gate", 14, gateKillScenario},
-		{"failing post-patch hook", 14, failingPostPatchKillScenario},
+	var jobs []job
+	for _, v := range []struct {
+		name  string
+		max   int
+		rearm []int
+		run   func(t *testing.T, e *cycleEnv, n int)
+	}{
+		{"before reboot", 15, []int{2}, func(t *testing.T, e *cycleEnv, n int) { installWithReboot(t, e, n, 0) }},
+		{"after reboot", 10, []int{2}, func(t *testing.T, e *cycleEnv, n int) { installWithReboot(t, e, 0, n) }},
+		{"gate", 15, []int{3}, gateKillScenario},
 	} {
 		for n := 1; n <= v.max; n++ {
-			t.Run(fmt.Sprintf("%s/%d", v.name, n), func(t *testing.T) {
-				t.Parallel()
-				e := newCycleEnv(t)
+			jobs = append(jobs, job{fmt.Sprintf("%s/%d", v.name, n), func(t *testing.T, e *cycleEnv) {
+				e.rearm = v.rearm
 				v.run(t, e, n)
-				if strings.Contains(strings.Join(e.runs(), "\n"), "attempt=2") || e.logHas("resuming patch cycle") {
-					killed.Add(1)
-				}
-			})
+			}})
 		}
 	}
-	t.Cleanup(func() {
-		if n := killed.Load(); n < 50 && !t.Failed() {
-			t.Errorf("only %d kill points hit a cycle, want at least 50", n)
-		}
-	})
+	var killed atomic.Int32
+	queue := make(chan job)
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Go(func() {
+			for j := range queue {
+				t.Run(j.name, func(t *testing.T) {
+					e := newCycleEnv(t)
+					j.run(t, e)
+					killed.Add(int32(e.kills()))
+				})
+			}
+		})
+	}
+	for _, j := range jobs {
+		queue <- j
+	}
+	close(queue)
+	wg.Wait()
+	if n := killed.Load(); n < 50 {
+		t.Errorf("patchd was killed at %d persisted steps, want at least 50", n)
+	}
+	t.Logf("patchd killed at %d persisted steps", killed.Load())
 }
 
 // gateKillScenario: gate pre-patch (the daemon may die under it; the gate
@@ -538,14 +597,16 @@ func gateKillScenario(t *testing.T, e *cycleEnv, n int) {
 	e.expect(1, 0, 1)
 }
 
-// failingPostPatchKillScenario: the first post-patch hook fails twice and is
-// retried; kill points land inside the retries too.
-func failingPostPatchKillScenario(t *testing.T, e *cycleEnv, n int) {
+// TestCyclePostPatchRetries: the first post-patch hook fails twice and is
+// retried with back-off until it succeeds; the others run once.
+func TestCyclePostPatchRetries(t *testing.T) {
+	t.Parallel()
+	e := newCycleEnv(t)
 	flag := filepath.Join(e.tr.Root, "undrain-failures")
 	must(t, os.WriteFile(flag, []byte("2"), 0o644))
 	script := fmt.Sprintf("#!/bin/sh\necho \"$PATCHD_PHASE/10-undrain attempt=$PATCHD_ATTEMPT result=$PATCHD_RESULT\" >> %s\nn=$(cat %s)\nif [ \"$n\" -gt 0 ]; then echo $((n-1)) > %s; exit 1; fi\n", e.counts, flag, flag)
 	must(t, os.WriteFile(filepath.Join(e.tr.Hooks, "post-patch", "10-undrain"), []byte(script), 0o755))
-	e.start(n)
+	e.start(0)
 	d, err := e.agent.Submit(ssmsim.RunPatchBaseline("Install", "NoReboot"))
 	must(t, err)
 	must(t, d.Start())
