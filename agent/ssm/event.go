@@ -26,7 +26,10 @@ const (
 	// agent resumed the document after a restart or reboot).
 	StatusChanged EventKind = "status_changed"
 	// Gone: the file left current/ or pending/ (deleted: the run ended) or was
-	// moved to corrupt/.
+	// moved to corrupt/. The event carries the last status read: the agent
+	// writes the final status and deletes the file right after, so that last
+	// write may be missed; step statuses are written earlier, at each step's
+	// end, and are seen.
 	Gone EventKind = "gone"
 )
 

@@ -15,3 +15,7 @@ func inode(fi fs.FileInfo) uint64 {
 	}
 	return 0
 }
+
+// holdOpen: an open descriptor does not stop the agent from deleting or
+// renaming the file here.
+const holdOpen = true

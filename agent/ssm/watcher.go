@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -46,6 +47,10 @@ type Option func(*Watcher)
 // WithClock sets the clock that times retries and stamps events.
 func WithClock(c clockwork.Clock) Option { return func(w *Watcher) { w.clock = c } }
 
+// WithStarted sets a function called once Run has set its watches and
+// reported the files already there: from then on no change is missed.
+func WithStarted(f func()) Option { return func(w *Watcher) { w.started = f } }
+
 // WithRetry sets the retry schedule for files that do not parse: attempts
 // retries, the first after first, doubling up to max.
 func WithRetry(attempts int, first, max time.Duration) Option {
@@ -67,6 +72,7 @@ type Watcher struct {
 
 	retryAttempts        int
 	retryFirst, retryMax time.Duration
+	started              func()
 
 	seen        *prometheus.CounterVec
 	parseErrors prometheus.Counter
@@ -95,6 +101,52 @@ type known struct {
 	key             string // statusKey of the last good parse
 	stamp           fileStamp
 	ev              CommandEvent
+	// file is the state file as last read, held open (unix) so that its
+	// final content can be read after the agent deletes it.
+	file *os.File
+}
+
+// openState reads a state file and, where the platform allows it without
+// getting in the agent's way, keeps it open (see gone).
+func openState(path string) (*DocumentState, *os.File, fileStamp, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fileStamp{}, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fileStamp{}, err
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, nil, fileStamp{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	s, err := ParseState(data)
+	if err != nil {
+		f.Close()
+		return nil, nil, fileStamp{}, fmt.Errorf("state file %s: %w", path, err)
+	}
+	if !holdOpen {
+		f.Close()
+		f = nil
+	}
+	return s, f, stampOf(fi), nil
+}
+
+// readHeld reads a held state file again from its start.
+func readHeld(f *os.File) (*DocumentState, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	data := make([]byte, fi.Size())
+	n, err := f.ReadAt(data, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return ParseState(data[:n])
 }
 
 type fileStamp struct {
@@ -179,14 +231,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		return fmt.Errorf("watch amazon-ssm-agent's data directory %s: %w (raise fs.inotify.max_user_instances)", w.root, err)
 	}
 	l := newLoopState(fsw)
-	defer func() {
-		if l.timer != nil {
-			l.timer.Stop()
-		}
-		fsw.Close()
-	}()
+	defer l.close()
 	w.ensureWatches(l)
 	w.rescan(l)
+	if w.started != nil {
+		w.started()
+	}
 	for {
 		w.armTimer(l)
 		var timerC <-chan time.Time
@@ -205,18 +255,23 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if !ok {
 				return errors.New("inotify watcher closed unexpectedly")
 			}
-			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				w.logger.Warn("inotify queue overflowed; rescanning amazon-ssm-agent's state folders (raise fs.inotify.max_queued_events if this repeats)", "root", w.root)
-				w.fullRescan(l)
-				continue
-			}
-			w.logger.Warn("inotify error; rescanning amazon-ssm-agent's state folders", "root", w.root, "err", err)
-			w.fullRescan(l)
+			w.onError(l, err)
 		case <-timerC:
 			l.timer, l.due = nil, time.Time{}
 			w.runRetries(l)
 		}
 	}
+}
+
+// onError handles an error from inotify. Any error may mean lost
+// notifications, so each one costs a full rescan.
+func (w *Watcher) onError(l *loopState, err error) {
+	if errors.Is(err, fsnotify.ErrEventOverflow) {
+		w.logger.Warn("inotify queue overflowed; rescanning amazon-ssm-agent's state folders (raise fs.inotify.max_queued_events if this repeats)", "root", w.root)
+	} else {
+		w.logger.Warn("inotify error; rescanning amazon-ssm-agent's state folders", "root", w.root, "err", err)
+	}
+	w.fullRescan(l)
 }
 
 func newLoopState(fsw *fsnotify.Watcher) *loopState {
@@ -227,6 +282,18 @@ func newLoopState(fsw *fsnotify.Watcher) *loopState {
 		retries: map[string]*retry{},
 		bad:     map[string]bool{},
 	}
+}
+
+func (l *loopState) close() {
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	for _, d := range l.docs {
+		if d.file != nil {
+			d.file.Close()
+		}
+	}
+	l.fsw.Close()
 }
 
 // fullRescan re-adds every watch and re-reads every state file: what an
@@ -249,7 +316,7 @@ func (w *Watcher) handle(l *loopState, ev fsnotify.Event) {
 		if ev.Op == fsnotify.Chmod {
 			return
 		}
-		w.sync(l, parts[0], parts[4], true)
+		w.sync(l, parts[0], parts[4], byEvent)
 		return
 	}
 	if len(parts) <= 4 {
@@ -269,8 +336,20 @@ func isFolder(s string) bool {
 
 // ensureWatches makes the inotify watches match the directories on disk:
 // the root, each instance directory down to its state folders, or, while
-// the root is missing, its nearest existing ancestor.
+// the root is missing, its nearest existing ancestor. A directory created
+// just before its parent's watch was added raised no notification, so the
+// walk repeats until it adds no watch.
 func (w *Watcher) ensureWatches(l *loopState) {
+	for range 20 {
+		if !w.ensureWatchesOnce(l) {
+			return
+		}
+	}
+}
+
+// ensureWatchesOnce reports whether it added a watch.
+func (w *Watcher) ensureWatchesOnce(l *loopState) bool {
+	added := false
 	desired := map[string]bool{}
 	var instances []string
 	if isDir(w.root) {
@@ -341,11 +420,13 @@ func (w *Watcher) ensureWatches(l *loopState) {
 			continue
 		}
 		l.watches[p] = true
+		added = true
 	}
 	sort.Strings(instances)
 	w.mu.Lock()
 	w.instances = instances
 	w.mu.Unlock()
+	return added
 }
 
 func isDir(p string) bool {
@@ -380,16 +461,24 @@ func (w *Watcher) rescan(l *loopState) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		w.sync(l, todo[k][0], todo[k][1], false)
+		w.sync(l, todo[k][0], todo[k][1], byRescan)
 	}
 }
 
 func docKey(instance, docID string) string { return instance + "/" + docID }
 
+// syncCause says why a document is looked at again.
+type syncCause int
+
+const (
+	byEvent  syncCause = iota // a notification for its file
+	byRescan                  // a rescan: skip files unchanged since the last good parse
+	byRetry                   // the retry timer of a file that did not parse
+)
+
 // sync looks at one document on disk and emits what changed since the
-// last look. changed is false for a rescan, where a file with the same
-// size, mtime and inode as the last good parse is not read again.
-func (w *Watcher) sync(l *loopState, instance, docID string, changed bool) {
+// last look.
+func (w *Watcher) sync(l *loopState, instance, docID string, cause syncCause) {
 	k := docKey(instance, docID)
 	prev := l.docs[k]
 	// A move between folders is two notifications; whichever comes first
@@ -401,23 +490,25 @@ func (w *Watcher) sync(l *loopState, instance, docID string, changed bool) {
 			w.gone(l, k, prev, instance, docID)
 			return
 		}
-		st := stampOf(fi)
-		if !changed && prev != nil && prev.folder == folder && prev.stamp == st {
+		if cause == byRescan && prev != nil && prev.folder == folder && prev.stamp == stampOf(fi) {
 			return
 		}
-		state, err := ReadState(path)
+		state, f, st, err := openState(path)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			w.parseFailed(l, k, instance, docID, path, err)
+			w.parseFailed(l, k, instance, docID, path, err, cause == byRetry)
 			return
 		}
 		delete(l.retries, k)
 		delete(l.bad, path)
 		ev := w.event(instance, docID, folder, path, state)
 		key := state.statusKey()
-		l.docs[k] = &known{instance: instance, docID: docID, folder: folder, key: key, stamp: st, ev: ev}
+		if prev != nil && prev.file != nil {
+			prev.file.Close()
+		}
+		l.docs[k] = &known{instance: instance, docID: docID, folder: folder, key: key, stamp: st, ev: ev, file: f}
 		switch {
 		case prev == nil || prev.folder != folder:
 			ev.Kind = Seen
@@ -448,16 +539,21 @@ func (w *Watcher) logSeen(ev CommandEvent) {
 	}
 }
 
-// locate finds the document in current/ or pending/ (current/ wins: the
-// move is a rename, so both at once means a stale pending copy).
+// locate finds the document in current/ or pending/. pending/ is looked at
+// first: a move pending/ -> current/ between the two looks then finds the
+// file in current/, where the other order would miss it in both. When both
+// exist, current/ wins (the pending copy is stale).
 func (w *Watcher) locate(instance, docID string) (Folder, string, fs.FileInfo) {
-	for _, f := range []Folder{Current, Pending} {
+	var folder Folder
+	var path string
+	var info fs.FileInfo
+	for _, f := range []Folder{Pending, Current} {
 		p := filepath.Join(StateDir(w.root, instance, f), docID)
 		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
-			return f, p, fi
+			folder, path, info = f, p, fi
 		}
 	}
-	return "", "", nil
+	return folder, path, info
 }
 
 func (w *Watcher) gone(l *loopState, k string, prev *known, instance, docID string) {
@@ -470,6 +566,20 @@ func (w *Watcher) gone(l *loopState, k string, prev *known, instance, docID stri
 	}
 	delete(l.docs, k)
 	ev := prev.ev
+	// The agent writes the final status in place and deletes the file right
+	// after. The descriptor held since the last read still reaches that
+	// inode, so the final status is read even when the path is gone.
+	if prev.file != nil {
+		final, err := readHeld(prev.file)
+		prev.file.Close()
+		if err == nil && final.statusKey() != prev.key {
+			ev = w.event(instance, docID, prev.folder, prev.ev.Path, final)
+			ev.Kind = StatusChanged
+			w.logger.Debug("agent document status changed just before it left", "document_id", docID, "document", ev.DocumentName,
+				"status", ev.Status, "run_count", ev.RunCount, "steps", ev.PluginStatuses)
+			w.sink(ev)
+		}
+	}
 	ev.Kind = Gone
 	ev.Time = w.clock.Now()
 	ev.Folder = ""
@@ -485,13 +595,18 @@ func (w *Watcher) gone(l *loopState, k string, prev *known, instance, docID stri
 	w.sink(ev)
 }
 
-func (w *Watcher) parseFailed(l *loopState, k, instance, docID, path string, err error) {
+// parseFailed schedules another look at a file that did not parse. Only
+// the timer's retries count towards giving up; a notification (the file
+// was written again) starts the schedule over, so a large write that
+// raises several notifications never uses it up, and a write that lands
+// just after the last retry is still looked at.
+func (w *Watcher) parseFailed(l *loopState, k, instance, docID, path string, err error, fromTimer bool) {
 	r := l.retries[k]
-	if r == nil {
-		r = &retry{instance: instance, docID: docID}
-		l.retries[k] = r
+	if r == nil || !fromTimer {
+		l.retries[k] = &retry{instance: instance, docID: docID, due: w.clock.Now().Add(w.retryFirst)}
+		return
 	}
-	if r.attempt >= w.retryAttempts {
+	if r.attempt+1 >= w.retryAttempts {
 		delete(l.retries, k)
 		if !l.bad[path] {
 			l.bad[path] = true
@@ -499,13 +614,14 @@ func (w *Watcher) parseFailed(l *loopState, k, instance, docID, path string, err
 			w.logger.Error("cannot parse amazon-ssm-agent's state file; skipping it until it is written again",
 				"path", path, "err", err)
 		}
+		w.logger.Debug("state file still unparseable after retries", "path", path, "err", err)
 		return
 	}
+	r.attempt++
 	d := w.retryFirst << r.attempt
 	if d > w.retryMax || d <= 0 {
 		d = w.retryMax
 	}
-	r.attempt++
 	r.due = w.clock.Now().Add(d)
 }
 
@@ -544,7 +660,7 @@ func (w *Watcher) runRetries(l *loopState) {
 	}
 	sort.Slice(due, func(i, j int) bool { return due[i].due.Before(due[j].due) })
 	for _, r := range due {
-		w.sync(l, r.instance, r.docID, true)
+		w.sync(l, r.instance, r.docID, byRetry)
 	}
 }
 

@@ -46,6 +46,13 @@ type Agent struct {
 	Log *Log
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// SaveAtEndOnly writes the state file as the agent's default
+	// (out-of-process) executer does: at start with ProcInfo and at the end
+	// of the document or the reboot request, nothing in between; step
+	// starts and ends stay in memory (agent/framework/processor/executer/
+	// outofproc/master.go Run). Off, every step start and end is written
+	// too, which gives tests more to wait on.
+	SaveAtEndOnly bool
 }
 
 // New returns an agent for root and instanceID, logging to logDir when it
@@ -138,13 +145,17 @@ func (d *Doc) jobID() string {
 	return d.State.DocumentInformation.MessageID
 }
 
+// Build makes the document's state without writing it (Folder pending/),
+// for tests that write it their own way.
+func (a *Agent) Build(spec Spec) *Doc {
+	return &Doc{a: a, State: spec.state(a, a.now()), Folder: ssm.Pending}
+}
+
 // Submit writes a new document to pending/ as the agent does when the
 // service sends it. CommandID (or, for an association, RunID) is made up
 // unless spec sets it.
 func (a *Agent) Submit(spec Spec) (*Doc, error) {
-	now := a.now()
-	st := spec.state(a, now)
-	d := &Doc{a: a, State: st, Folder: ssm.Pending}
+	d := a.Build(spec)
 	a.logf("INFO", "[ssm-agent-worker] [MessageService] [EngineProcessor]", "document %s submission started", d.jobID())
 	if err := d.write(); err != nil {
 		return nil, err
@@ -265,6 +276,9 @@ func (d *Doc) RunStep(name string) error {
 	p.Result = ssm.PluginResult{PluginID: p.Id, PluginName: p.Name, Status: ssm.StatusInProgress,
 		StartDateTime: now, StepName: p.Id}
 	d.a.logf("INFO", "[ssm-document-worker] ["+d.ID()+"]", "Running plugin %s %s", p.Name, p.Id)
+	if d.a.SaveAtEndOnly {
+		return nil
+	}
 	return d.write()
 }
 
@@ -296,6 +310,9 @@ func (d *Doc) FinishStep(name, status string, code int, stdout string) error {
 			_ = os.WriteFile(filepath.Join(dir, "stderr"), nil, FileMode)
 		}
 	}
+	if d.a.SaveAtEndOnly {
+		return nil
+	}
 	return d.write()
 }
 
@@ -305,6 +322,11 @@ func (d *Doc) FinishStep(name, status string, code int, stdout string) error {
 func (d *Doc) RequestReboot(step string) error {
 	if err := d.FinishStep(step, ssm.StatusSuccessAndReboot, 194, "Reboot requested by the patch operation.\n"); err != nil {
 		return err
+	}
+	if d.a.SaveAtEndOnly {
+		if err := d.write(); err != nil {
+			return err
+		}
 	}
 	d.a.logf("INFO", "[ssm-agent-worker] [MessageService] [EngineProcessor]", "document %s requested reboot, need to resume", d.State.DocumentInformation.MessageID)
 	d.a.logf("INFO", "[ssm-agent-worker] [MessageService] [EngineProcessor]", "successfully requested a reboot")
@@ -321,6 +343,13 @@ func (d *Doc) Resume() error {
 		return err
 	}
 	d.a.logf("INFO", "[ssm-agent-worker] [MessageService] [EngineProcessor]", "Processing in-progress document %s", d.ID())
+	if d.a.SaveAtEndOnly {
+		// A new document worker: saved at its start.
+		d.State.DocumentInformation.ProcInfo = ssm.OSProcInfo{Pid: 5000 + int(d.a.now().UnixNano()%1000), StartTime: d.a.now().UTC()}
+		if err := d.write(); err != nil {
+			return err
+		}
+	}
 	for i := range d.State.InstancePluginsInformation {
 		p := &d.State.InstancePluginsInformation[i]
 		if p.Result.Status == ssm.StatusSuccessAndReboot || p.Result.Status == ssm.StatusInProgress {
