@@ -19,9 +19,14 @@ if ! [[ $version =~ ^[0-9][A-Za-z0-9.+~]*$ ]]; then
   exit 1
 fi
 
-out=$build/packages
-doc=$build/pkgdoc
-rm -rf "$out" "$doc"
+# Everything is built in a private directory and only the finished packages
+# are moved into BUILD_DIR/packages (rename: readers never see half a file),
+# so a test reading the packages is not hurt by a concurrent make package.
+mkdir -p "$build"
+tmp=$(mktemp -d "$build/.packages.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+out=$tmp/out
+doc=$tmp/doc
 mkdir -p "$out"
 
 # /usr/share/doc/patchd. The example hooks, alert rules, dashboard and SSM
@@ -37,7 +42,7 @@ done
 # Debian wants a changelog in every binary package; the project's history is
 # its git log, so the entry names the commit. Dated by that commit, so that
 # the same tree gives the same package.
-changelog=$build/changelog.Debian.gz
+changelog=$tmp/changelog.Debian.gz
 commit_date=$(git log -1 --format=%ct 2>/dev/null || date +%s)
 {
   printf 'patchd (%s-1) unstable; urgency=medium\n\n' "$version"
@@ -57,12 +62,13 @@ find "$doc" -type f ! -perm -u+x -exec chmod 0644 {} +
 # nfpm expands variables in a few fields only, not in contents' sources, so
 # the variables of nfpm.yaml are filled in here, one config per arch.
 for arch in amd64 arm64; do
-  bin=$build/patchd-$arch
-  if ! [ -x "$bin" ]; then
-    echo "build-packages.sh: $bin is missing; build it with make $bin" >&2
+  if ! [ -x "$build/patchd-$arch" ]; then
+    echo "build-packages.sh: $build/patchd-$arch is missing; build it with make $build/patchd-$arch" >&2
     exit 1
   fi
-  conf=$build/nfpm-$arch.yaml
+  bin=$tmp/patchd-$arch
+  cp "$build/patchd-$arch" "$bin"
+  conf=$tmp/nfpm-$arch.yaml
   sed -e "s|\${GOARCH}|$arch|g" -e "s|\${PKGVER}|$version|g" \
     -e "s|\${PATCHD_BIN}|$bin|g" -e "s|\${PATCHD_DOC}|$doc|g" \
     -e "s|\${PATCHD_CHANGELOG}|$changelog|g" nfpm.yaml >"$conf"
@@ -77,4 +83,15 @@ for arch in amd64 arm64; do
     fi
   done
 done
-ls -l "$out"
+
+mkdir -p "$build/packages"
+new=()
+for f in "$out"/*; do
+  mv -f "$f" "$build/packages/"
+  new+=("$(basename "$f")")
+done
+# Packages of earlier versions go; only this build's set stays.
+for f in "$build"/packages/patchd[_-]*; do
+  case " ${new[*]} " in *" $(basename "$f") "*) ;; *) rm -f "$f" ;; esac
+done
+ls -l "$build/packages"

@@ -7,8 +7,9 @@
 #   - systemd-analyze verify on the unit;
 #   - the maintainer scripts' systemctl calls for every install, upgrade and
 #     removal path of dpkg and rpm, against a recording systemctl (as root);
-#   - a real dpkg install, upgrade, remove, reinstall and purge of the amd64
-#     .deb into a throwaway root (as root).
+#   - a real dpkg install, upgrade (to a rebuilt next version with a changed
+#     config), remove, reinstall and purge of the amd64 .deb, and an rpm
+#     install and erase of the x86_64 .rpm, each in a throwaway root (as root).
 # It reports every failure and exits non-zero if there was one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,14 +28,14 @@ skip() { echo "SKIP: $*"; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-one() { # one GLOB: the single file matching GLOB
-  local m=()
-  for f in $1; do [ -e "$f" ] && m+=("$f"); done
-  if [ "${#m[@]}" != 1 ]; then
-    echo "test-packages.sh: want exactly one package matching $1, found ${#m[@]}; run make package" >&2
+one() { # one GLOB: the newest file matching GLOB (make package leaves one)
+  local m
+  m=$(ls -t $1 2>/dev/null | head -1)
+  if [ -z "$m" ]; then
+    echo "test-packages.sh: no package matches $1; run make package" >&2
     exit 1
   fi
-  echo "${m[0]}"
+  echo "$m"
 }
 deb_amd64=$(one "$pkgs/patchd_*_amd64.deb")
 deb_arm64=$(one "$pkgs/patchd_*_arm64.deb")
@@ -354,11 +355,26 @@ dpkg_root() {
   echo '# edited by the operator' >>"$root/etc/patchd/patchd.yaml"
   echo '{}' >"$root/var/lib/patchd/cycle.json"
   rm -f "$wants"
-  dp -i --force-confold "$deb_amd64" || return
+  # The next version: same package with a higher version and a changed
+  # packaged config, so dpkg has a real conffile conflict to resolve.
+  local next=$work/next
+  dpkg-deb -R "$deb_amd64" "$next"
+  sed -i 's/^Version: \(.*\)$/Version: \1.1/' "$next/DEBIAN/control"
+  echo '# changed in the next version' >>"$next/etc/patchd/patchd.yaml"
+  (cd "$next" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | xargs -0 md5sum >DEBIAN/md5sums)
+  dpkg-deb -b --root-owner-group "$next" "$work/next.deb" >/dev/null
+  dp -i --force-confdef --force-confold "$work/next.deb" || return
+  [ "$(dpkg-query --admindir="$admin" -W -f '${Version}' patchd)" = "$(dpkg-deb -f "$work/next.deb" Version)" ] ||
+    fail "dpkg upgrade: the next version is not installed"
   [ ! -e "$wants" ] || fail "dpkg upgrade: re-enabled a unit the operator had disabled"
   grep -q 'edited by the operator' "$root/etc/patchd/patchd.yaml" ||
     fail "dpkg upgrade: the operator's /etc/patchd/patchd.yaml was replaced"
-  pass "dpkg upgrade keeps the operator's config and disabled unit"
+  grep -q 'changed in the next version' "$root/etc/patchd/patchd.yaml.dpkg-dist" ||
+    fail "dpkg upgrade: the new packaged config was not left as patchd.yaml.dpkg-dist"
+  [ -f "$root/etc/patchd/hooks.d/pre-patch/10-drain" ] || fail "dpkg upgrade: the operator's hook was deleted"
+  [ -f "$root/var/lib/patchd/cycle.json" ] || fail "dpkg upgrade: state was deleted"
+  pass "dpkg upgrade keeps the operator's config (new one as .dpkg-dist), hooks, state and disabled unit"
+  rm -f "$root/etc/patchd/patchd.yaml.dpkg-dist"
 
   dp --remove patchd || return
   [ ! -e "$root/usr/bin/patchd" ] || fail "dpkg remove: /usr/bin/patchd still there"
@@ -369,7 +385,7 @@ dpkg_root() {
 
   # A reinstall from "config-files" looks like an upgrade to postinst; the
   # unit disabled by the removal must be enabled again.
-  dp -i "$deb_amd64" || return
+  dp -i --force-confdef --force-confold "$deb_amd64" || return
   [ -L "$wants" ] || fail "dpkg reinstall after remove: the unit was not enabled again"
   pass "dpkg reinstall after remove enables the unit again"
   dp --remove patchd || return
@@ -387,6 +403,37 @@ if [ "$(id -u)" = 0 ]; then
   dpkg_root
 else
   skip "dpkg install into a throwaway root needs root"
+fi
+
+# --- rpm install and erase in a throwaway root ------------------------------
+# rpm runs scriptlets chrooted into the root, which has no shell; the
+# scriptlets' logic is covered by the cases above, so --noscripts here.
+rpm_root() {
+  local root=$work/rpmroot
+  mkdir -p "$root"
+  r() { rpm --root="$root" --nodeps --noscripts "$@" >"$work/rpm.out" 2>&1 || {
+    fail "rpm $*: $(cat "$work/rpm.out")"
+    return 1
+  }; }
+  rpm --root="$root" --initdb
+  r -i "$rpm_amd64" || return
+  local f
+  for f in usr/bin/patchd usr/lib/systemd/system/patchd.service etc/patchd/patchd.yaml; do
+    [ -f "$root/$f" ] || fail "rpm install: /$f did not land"
+  done
+  [ "$(stat -c %a "$root/var/lib/patchd")" = 700 ] || fail "rpm install: /var/lib/patchd is not 0700"
+  [ "$(stat -c %a "$root/etc/patchd/hooks.d/pre-reboot")" = 755 ] || fail "rpm install: hooks.d/pre-reboot is not 0755"
+  echo '# edited by the operator' >>"$root/etc/patchd/patchd.yaml"
+  r -e patchd || return
+  [ ! -e "$root/usr/bin/patchd" ] || fail "rpm erase: /usr/bin/patchd still there"
+  grep -q 'edited by the operator' "$root/etc/patchd/patchd.yaml.rpmsave" ||
+    fail "rpm erase: the operator's config was not kept as patchd.yaml.rpmsave"
+  pass "rpm install into a throwaway root lands files and modes; erase keeps the edited config"
+}
+if [ "$(id -u)" = 0 ]; then
+  rpm_root
+else
+  skip "rpm install into a throwaway root needs root"
 fi
 
 # --- lintian ---------------------------------------------------------------
