@@ -56,8 +56,9 @@ test-e2e: package
 package: $(BUILD)/patchd-amd64 $(BUILD)/patchd-arm64
 	packaging/build-packages.sh $(BUILD) '$(PKGVER)'
 
-demo:
-	@echo "make demo: not yet (the whole-system issue builds it)"
+# A patch run on a simulated host in a temp dir, as any user (cmd/patchd-demo).
+demo: build
+	$(GO) run ./cmd/patchd-demo --patchd $(BUILD)/patchd
 
 # Benchmarks: each area owns one target; BENCHMARKS.md says how to read them.
 bench: bench-hooks bench-cycle bench-agentlog bench-scrape bench-idle
