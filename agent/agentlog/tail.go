@@ -219,6 +219,12 @@ func (t *Tailer) stop() {
 func (t *Tailer) pass() {
 	now := t.clk.Now()
 	for _, fl := range t.follow {
+		for _, s := range fl.old {
+			s.checkTruncated(t)
+		}
+		if fl.cur != nil {
+			fl.cur.checkTruncated(t)
+		}
 		t.check(fl, now)
 		// Sizes are taken newest file first and read oldest first: a
 		// writer's lines in a newer file are then never handed out before
@@ -235,7 +241,7 @@ func (t *Tailer) pass() {
 			if !now.Before(s.until) {
 				s.read(t, -1)
 				s.close(t)
-				t.log.Debug("finished draining rotated agent log", "file", s.name, "path", s.path, "offset", s.off)
+				t.log.Debug("finished draining rotated agent log", "file", s.name, "path", s.path, "inode", s.ino, "offset", s.off)
 				continue
 			}
 			if newer := fl.newer(i); newer != nil && newer.limit > newer.off {
@@ -266,7 +272,7 @@ func (t *Tailer) check(fl *follower, now time.Time) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		if fl.cur != nil {
-			t.log.Info("agent log file gone (rotated or deleted); draining the old one", "file", fl.name, "grace", t.o.RotationGrace)
+			t.log.Info("agent log file gone (rotated or deleted); draining the old one", "file", fl.name, "inode", fl.cur.ino, "offset", fl.cur.off, "grace", t.o.RotationGrace)
 			t.retire(fl, now)
 		}
 		if !fl.waiting && errors.Is(err, fs.ErrNotExist) {
@@ -283,7 +289,7 @@ func (t *Tailer) check(fl *follower, now time.Time) {
 	}
 	dev, ino := fileID(fi)
 	if fl.cur != nil && (fl.cur.dev != dev || fl.cur.ino != ino) {
-		t.log.Info("agent log file replaced (rotated); draining the old one", "file", fl.name, "grace", t.o.RotationGrace)
+		t.log.Info("agent log file replaced (rotated); draining the old one", "file", fl.name, "inode", fl.cur.ino, "offset", fl.cur.off, "new_inode", ino, "grace", t.o.RotationGrace)
 		t.retire(fl, now)
 	}
 	if fl.cur == nil {
@@ -297,16 +303,26 @@ func (t *Tailer) check(fl *follower, now time.Time) {
 		}
 		fl.waiting = false
 		fl.cur = s
+		// Write the new file into the state before a line of it is handed
+		// out: after a crash, a file the state does not name is never read.
 		t.dirty = true
+		t.maybePersist(true)
 		return
 	}
-	// Same file. Truncated below what was read (copytruncate), or
-	// truncated and already written past it (the first bytes changed)?
-	if fi.Size() < fl.cur.off || !fl.cur.sameStart() {
-		t.log.Info("agent log file truncated; reading it from the start", "file", fl.name, "size", fi.Size(), "offset", fl.cur.off)
-		t.o.Metrics.rotation(fl.name)
-		fl.cur.restart(t)
+}
+
+// checkTruncated looks for a truncation through the open descriptor: below
+// what was read (copytruncate), or truncated and already written past it
+// (the first bytes changed). It runs before a rename or delete is looked at,
+// so a truncation just before one is not missed.
+func (s *source) checkTruncated(t *Tailer) {
+	size := s.size()
+	if size < 0 || (size >= s.off && s.sameStart()) {
+		return
 	}
+	t.log.Info("agent log file truncated; reading it from the start", "file", s.name, "path", s.path, "inode", s.ino, "size", size, "offset", s.off)
+	t.o.Metrics.rotation(s.name)
+	s.restart(t)
 }
 
 // retire moves the current file to the drained ones.
@@ -373,13 +389,26 @@ func (s *source) read(t *Tailer, limit int64) {
 		}
 		n, err := s.f.ReadAt(t.buf[:want], s.off)
 		if n > 0 {
-			s.split.push(t.buf[:n], s.off)
+			// Truncated and rewritten during the read? Then the bytes may
+			// be new content at the old offset; the next check rereads
+			// the file from its start instead.
+			if !s.sameStart() {
+				t.log.Debug("agent log file changed its first bytes during a read; rereading", "path", s.path, "offset", s.off)
+				return
+			}
+			chunk := t.buf[:n]
+			if have := int64(len(s.fp)); have < fingerprintLen && s.off <= have {
+				// Grow the fingerprint from the very bytes read, so it
+				// always describes the content the offset belongs to.
+				from, to := have-s.off, min(int64(n), fingerprintLen-s.off)
+				if from < to {
+					s.fp = append(s.fp, chunk[from:to]...)
+				}
+			}
+			s.split.push(chunk, s.off)
 			s.off += int64(n)
 			s.lastData = t.clk.Now()
 			t.dirty = true
-			if len(s.fp) < fingerprintLen {
-				s.updateFingerprint()
-			}
 		}
 		if err != nil || n == 0 {
 			if err != nil && !errors.Is(err, io.EOF) {
@@ -394,9 +423,7 @@ func (s *source) read(t *Tailer, limit int64) {
 func (s *source) updateFingerprint() {
 	b := make([]byte, fingerprintLen)
 	n, _ := s.f.ReadAt(b, 0)
-	if n > len(s.fp) {
-		s.fp = b[:n]
-	}
+	s.fp = b[:n]
 }
 
 // sameStart reports whether the file still begins with the bytes seen.
@@ -417,7 +444,6 @@ func (s *source) restart(t *Tailer) {
 	s.split = splitter{line: s.split.line}
 	s.off = 0
 	s.fp = nil
-	s.updateFingerprint()
 	t.dirty = true
 }
 

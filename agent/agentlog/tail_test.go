@@ -371,3 +371,74 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 	}
 	return d.Gauge.GetValue()
 }
+
+// TestTailTruncateThenDelete: a copytruncate and a delete+recreate both
+// happen before the tailer looks, and a writer keeps writing into the
+// deleted file; passes are driven by hand.
+func TestTailTruncateThenDelete(t *testing.T) {
+	h := newHarness(t)
+	path := filepath.Join(h.dir, agentLog)
+	f := openAppend(t, path)
+	o := h.options()
+	o.Clock = clockwork.NewFakeClock()
+	tl, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, errs := make(chan fsnotify.Event), make(chan error)
+	h.runWith(func(ctx context.Context) error {
+		return tl.run(ctx, events, errs, func() error { return nil })
+	})
+	// The second send is taken only once the first pass has finished.
+	pass := func() { errs <- errors.New("pass"); errs <- errors.New("pass") }
+	pass()
+	a := appendLines(t, f, "a", 0, 10)
+	pass()
+	if err := f.Truncate(0); err != nil {
+		t.Fatal(err)
+	}
+	b := appendLines(t, f, "b", 0, 3)
+	pass()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	b = append(b, appendLines(t, f, "b", 3, 6)...)
+	g := openAppend(t, path)
+	c := appendLines(t, g, "c", 0, 3)
+	pass()
+	b = append(b, appendLines(t, f, "b", 6, 9)...)
+	pass()
+	c = append(c, appendLines(t, g, "c", 3, 4)...)
+	pass()
+	// Each writer's lines in order; how the two interleave is not fixed.
+	h.expectPerWriter(append(append(a, b...), c[:3]...))
+}
+
+// expectPerWriter waits for exactly these messages ("<writer> <n>") and
+// checks that each writer's come out in order.
+func (h *harness) expectPerWriter(want []string) {
+	h.t.Helper()
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
+	per := func(msgs []string) map[string][]string {
+		m := map[string][]string{}
+		for _, s := range msgs {
+			w, _, _ := strings.Cut(s, " ")
+			m[w] = append(m[w], s)
+		}
+		return m
+	}
+	var got []string
+	for len(got) < len(want) {
+		select {
+		case e := <-h.events:
+			got = append(got, e.Message)
+		case <-deadline.C:
+			h.t.Fatalf("timed out after %d of %d events: %q", len(got), len(want), got)
+		}
+	}
+	h.quiet()
+	if g, w := fmt.Sprint(per(got)), fmt.Sprint(per(want)); g != w {
+		h.t.Fatalf("per writer:\n got %s\nwant %s", g, w)
+	}
+}
