@@ -421,6 +421,9 @@ func summary(r record) string {
 	var b strings.Builder
 	b.WriteString(r.str("msg"))
 	for _, k := range []string{"identity", "phase", "document", "document_name", "operation", "result", "rebooted", "failed", "reason", "role", "took", "err"} {
+		if k == "reason" && r.str("msg") == "instance role changed" {
+			continue // a sentence repeating the old and new profile; role says it
+		}
 		if v, ok := r[k]; ok && v != "" {
 			fmt.Fprintf(&b, " %s=%v", k, v)
 		}
