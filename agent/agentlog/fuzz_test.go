@@ -1,0 +1,125 @@
+package agentlog
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// FuzzClassify feeds any bytes to what `patchd agent-log classify` runs:
+// it must not fail or panic, must print one row per physical line, and only
+// known levels and kinds. Seeds: testdata/fuzz/FuzzClassify and every
+// sample log.
+func FuzzClassify(f *testing.F) {
+	logs, _ := filepath.Glob("testdata/*/*.log")
+	for _, p := range logs {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var out bytes.Buffer
+		if err := ClassifyStream(bytes.NewReader(data), &out); err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Count(data, []byte("\n"))
+		if len(data) > 0 && data[len(data)-1] != '\n' {
+			want++
+		}
+		rows := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+		if want == 0 {
+			rows = nil
+		}
+		if len(rows) != want {
+			t.Fatalf("%d rows for %d lines", len(rows), want)
+		}
+		for i, r := range rows {
+			cols := strings.Split(r, "\t")
+			if len(cols) != 3 || cols[0] != strconv.Itoa(i+1) {
+				t.Fatalf("row %d: %q", i+1, r)
+			}
+			if cols[1] != "-" && !slices.Contains(levels, cols[1]) {
+				t.Fatalf("row %d: level %q", i+1, cols[1])
+			}
+			if !slices.Contains(Kinds, Kind(cols[2])) {
+				t.Fatalf("row %d: kind %q", i+1, cols[2])
+			}
+		}
+		for _, line := range bytes.Split(data, []byte("\n")) {
+			l := ParseLine(line)
+			if l.Level != "" && !slices.Contains(levels, l.Level) {
+				t.Fatalf("ParseLine(%q) level %q", line, l.Level)
+			}
+		}
+	})
+}
+
+// FuzzRestore starts a Tailer from any offsets file: it must not panic, and
+// every file it opens must be positioned inside the file. In the input,
+// DEV, INODE and OLDINODE stand for the real device and inodes of the log
+// and of a rotated copy, so the fuzzer reaches the paths that match files.
+// Seeds: testdata/fuzz/FuzzRestore.
+func FuzzRestore(f *testing.F) {
+	f.Add([]byte(`{"version":1,"files":[{"name":"amazon-ssm-agent.log","dev":DEV,"inode":INODE,"offset":40,"fingerprint_len":40,"fingerprint":"x"}]}`))
+	f.Add([]byte(`{"version":1,"files":[{"name":"amazon-ssm-agent.log","rotated":true,"dev":DEV,"inode":OLDINODE,"offset":10,"fingerprint_len":0,"fingerprint":""},{"name":"amazon-ssm-agent.log","dev":DEV,"inode":INODE,"offset":1000,"fingerprint_len":0,"fingerprint":""}]}`))
+	f.Add([]byte(`{"version":1,"files":[{"name":"errors.log","dev":0,"inode":0,"offset":0,"fingerprint_len":0,"fingerprint":""}]}`))
+	f.Add([]byte(`{"version":1,"files":[{"name":"../x","dev":1,"inode":2,"offset":-1}]}`))
+	f.Add([]byte(`not json`))
+	f.Add([]byte(``))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		logs := filepath.Join(dir, "logs")
+		if err := os.Mkdir(logs, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cur := filepath.Join(logs, agentLog)
+		old := cur + ".1"
+		content := []byte(line("a", 1) + "\n" + line("a", 2) + "\n" + line("a", 3) + "\n")
+		for _, p := range []string{cur, old} {
+			if err := os.WriteFile(p, content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fi, _ := os.Stat(cur)
+		ofi, _ := os.Stat(old)
+		dev, ino := fileID(fi)
+		_, oino := fileID(ofi)
+		data = bytes.ReplaceAll(data, []byte("OLDINODE"), []byte(strconv.FormatUint(oino, 10)))
+		data = bytes.ReplaceAll(data, []byte("INODE"), []byte(strconv.FormatUint(ino, 10)))
+		data = bytes.ReplaceAll(data, []byte("DEV"), []byte(strconv.FormatUint(dev, 10)))
+		state := filepath.Join(dir, StateFile)
+		if err := os.WriteFile(state, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tl, err := New(Options{Dir: logs, Files: []string{agentLog, "errors.log"}, StatePath: state, Sink: func(Event) {}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tl.restore()
+		for _, fl := range tl.follow {
+			for _, s := range append(fl.old, fl.cur) {
+				if s == nil {
+					continue
+				}
+				if s.off < 0 || s.off > int64(len(content)) {
+					t.Errorf("%s opened at %d, size %d", s.path, s.off, len(content))
+				}
+				s.read(tl, -1)
+				s.f.Close()
+			}
+		}
+		// Whatever it started from, what it writes back must restore.
+		tl.maybePersist(true)
+		b, err := os.ReadFile(state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := parseState(b); err != nil {
+			t.Fatalf("the offsets it wrote do not parse: %v\n%s", err, b)
+		}
+	})
+}
