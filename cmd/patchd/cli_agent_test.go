@@ -173,3 +173,67 @@ func TestAgentKeeperEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// The agent's credential errors, read by the log tail, restart the agent
+// once per episode while IMDS serves credentials.
+func TestAgentKeeperCredentialsStuckFromLog(t *testing.T) {
+	tr := newTestTree(t)
+	fake := &keeperIMDS{profile: "arn:aws:iam::123456789012:instance-profile/a", role: "role-a"}
+	imdsSrv := httptest.NewServer(fake)
+	defer imdsSrv.Close()
+	restarts := filepath.Join(tr.Root, "restarts.log")
+	if err := os.MkdirAll(tr.AgentLogs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(tr.AgentLogs, "amazon-ssm-agent.log")
+	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	extra := []string{
+		"--web.listen-address=",
+		"--imds.endpoint=" + imdsSrv.URL,
+		"--agent.service=command",
+		"--agent.restart-command=echo restarted >> " + restarts,
+	}
+	startDaemon(t, tr, extra...)
+	eventually(t, 30*time.Second, "the first IMDS answer", func() bool {
+		return agentStatusJSON(t, tr, extra...).IdentityKnown
+	})
+	appendLog := func(lines ...string) {
+		t.Helper()
+		f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for _, l := range lines {
+			fmt.Fprintf(f, "%s %s\n", time.Now().UTC().Format("2006-01-02 15:04:05.0000"), l)
+		}
+	}
+	restartCount := func() int {
+		b, _ := os.ReadFile(restarts)
+		return strings.Count(string(b), "restarted")
+	}
+	appendLog(
+		"ERROR [ssm-agent-worker] [MessageService] Retrieve credentials produced error: EC2RoleRequestError: no EC2 instance role found",
+		"INFO [ssm-agent-worker] [CredentialRefresher] Sleeping for 27m13s before retrying retrieve credentials",
+	)
+	eventually(t, 30*time.Second, "the stuck-credentials restart", func() bool { return restartCount() == 1 })
+	st := agentStatusJSON(t, tr, extra...)
+	if st.LastRestart == nil || st.LastRestart.Reason != "credentials_stuck" {
+		t.Fatalf("last restart = %+v, want credentials_stuck", st.LastRestart)
+	}
+	// More errors of the same episode: no second restart.
+	appendLog("ERROR [ssm-agent-worker] [MessageService] Retrieve credentials produced error: AccessDeniedException: not authorized")
+	eventually(t, 30*time.Second, "the keeper to count the third error line", func() bool {
+		e := agentStatusJSON(t, tr, extra...).CredentialsEpisode
+		return e != nil && e.Lines >= 3
+	})
+	if n := restartCount(); n != 1 {
+		t.Fatalf("%d restarts, want 1 per episode", n)
+	}
+	appendLog("INFO [ssm-agent-worker] [CredentialRefresher] Successfully connected with instance profile role credentials")
+	eventually(t, 30*time.Second, "the episode to end", func() bool {
+		return agentStatusJSON(t, tr, extra...).CredentialsEpisode == nil
+	})
+}
