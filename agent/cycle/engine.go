@@ -316,7 +316,10 @@ func (e *Engine) open(ctx context.Context, trigger string, doc Document) *Cycle 
 	e.log.Info("patch cycle opened", "cycle", c.ID, "trigger", trigger, "document", doc.DocumentID,
 		"document_name", doc.DocumentName, "command_id", doc.CommandID, "operation", doc.Operation)
 	e.m.opened(c)
-	e.save()
+	// Not written yet: the first hook's start writes it (the first thing
+	// that must survive a crash), saving an fsync round on the way to the
+	// first pre-patch hook. A crash before that loses a cycle in which
+	// nothing ran; the command watcher reports the document again at start.
 	return c
 }
 

@@ -69,7 +69,6 @@ func (e *Engine) onGate(ctx context.Context, req GateRequest) GateReply {
 		if c == nil {
 			c = e.open(ctx, TriggerGate, Document{})
 			c.GateDocumentID, c.WaitForPatch, c.Region = req.DocumentID, req.WaitForPatch, req.Region
-			e.save()
 		} else {
 			// Merge with the open cycle: its pre-patch is the answer; hooks
 			// never run twice for one patch run.

@@ -22,7 +22,9 @@ func (e *Engine) runPhase(ctx context.Context, c *Cycle, phase hooks.Phase) {
 	} else {
 		e.log.Info("phase resuming", "cycle", c.ID, "phase", name)
 	}
-	e.save()
+	// The phase's start is written with its first hook's start, which
+	// comes before anything of the phase happens; a phase without hooks is
+	// written when it is done.
 	e.m.setPhase(name)
 	defer e.m.setPhase("")
 
