@@ -551,6 +551,12 @@ func (k *Keeper) evaluate(ctx context.Context) {
 	k.state.Last = &rec
 	k.state.Pending = nil
 	k.deferred.Set(0)
+	// Any restart answers the credential errors seen so far: without this
+	// a role-change restart would be followed by a stuck-credentials one
+	// before the agent's start line closes the episode.
+	if k.episode != nil {
+		k.episode.Restarted = true
+	}
 	// Written before the restart: a crash during it still counts.
 	k.saveLocked()
 	k.restarts.WithLabelValues(string(rec.Reason)).Inc()

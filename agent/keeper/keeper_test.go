@@ -367,6 +367,26 @@ func TestCredentialsStuckOncePerEpisode(t *testing.T) {
 	}
 }
 
+// The agent fails on credentials because its role changed: one restart,
+// not a role_changed one followed by a credentials_stuck one.
+func TestRoleChangeDuringCredentialErrorsRestartsOnce(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.imdsServes(false)
+	h.k.LogEvent(agentlog.Event{Kind: agentlog.CredentialsError, Message: "AccessDeniedException"})
+	h.step()
+	h.clock.Advance(time.Minute)
+	h.roleChange()
+	h.step()
+	h.wantRestarts(1)
+	for range 3 {
+		h.clock.Advance(time.Minute)
+		h.k.LogEvent(agentlog.Event{Kind: agentlog.CredentialsError, Message: "AccessDeniedException"})
+		h.imdsServes(true)
+		h.step()
+	}
+	h.wantRestarts(1)
+}
+
 // A role change waits until IMDS serves the new role's credentials, asking
 // the watcher for a fresh look at most once per re-check interval.
 func TestRoleChangeWaitsForCredentials(t *testing.T) {
