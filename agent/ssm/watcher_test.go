@@ -527,3 +527,126 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, label string) flo
 	t.Fatalf("no series %s{%s}", name, label)
 	return 0
 }
+
+func TestWatcherClassifiesWhatItSees(t *testing.T) {
+	root := t.TempDir()
+	a := newAgent(t, root)
+	must(t, a.Init())
+	h := startWatcher(t, root, []string{"Other-*"})
+	custom := ssmsim.RunShellScript("yum -y update")
+	custom.DocumentName = "Acme-PatchFleet"
+	for _, tc := range []struct {
+		name     string
+		spec     ssmsim.Spec
+		patterns []string // set before the submit when not nil
+		isPatch  bool
+		op       string
+		opens    bool
+	}{
+		{"install", ssmsim.RunPatchBaseline("Install", "RebootIfNeeded"), nil, true, "Install", true},
+		{"scan", ssmsim.RunPatchBaseline("Scan", "NoReboot"), nil, true, "Scan", false},
+		{"association", ssmsim.RunPatchBaselineAssociation("3c5d7e9f-1a2b-4c3d-8e4f-5a6b7c8d9e0f", "Install", "NoReboot"), nil, true, "Install", true},
+		{"ansible check", ssmsim.ApplyAnsiblePlaybooks(true), nil, true, "Check", false},
+		{"ansible apply", ssmsim.ApplyAnsiblePlaybooks(false), nil, true, "Apply", true},
+		{"shell script", ssmsim.RunShellScript("echo hi"), nil, false, "", false},
+		{"custom before reload", custom, nil, false, "", false},
+		{"custom after reload", custom, []string{"Acme-*"}, true, "Install", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.patterns != nil {
+				h.w.SetPatterns(tc.patterns)
+			}
+			d := submit(t, a, tc.spec)
+			ev := h.next(ssm.Seen, ssm.Pending, d.ID())
+			if ev.Patch.IsPatch != tc.isPatch || ev.Patch.Operation != tc.op || ev.Patch.OpensCycle != tc.opens {
+				t.Errorf("patch %+v, want patch %v op %q opens %v", ev.Patch, tc.isPatch, tc.op, tc.opens)
+			}
+			if ev.DocumentName != tc.spec.DocumentName {
+				t.Errorf("document name %q", ev.DocumentName)
+			}
+			if tc.spec.AssociationID == "" {
+				if ev.DocumentType != "SendCommand" || ev.CommandID != d.ID() || ev.AssociationID != "" {
+					t.Errorf("command identity: %+v", ev)
+				}
+				return
+			}
+			// State Manager: the file is <AssociationID>.<RunID>, no CommandID.
+			info := d.State.DocumentInformation
+			if ev.DocumentType != "Association" || ev.AssociationID != tc.spec.AssociationID || ev.CommandID != "" ||
+				ev.RunID != info.RunID || ev.DocumentID != tc.spec.AssociationID+"."+info.RunID ||
+				ev.MessageID != "aws.ssm."+tc.spec.AssociationID+"."+a.InstanceID {
+				t.Errorf("association identity: %+v", ev)
+			}
+			if !strings.HasPrefix(info.RunID, "20") || strings.Contains(info.RunID, ":") {
+				t.Errorf("RunID %q is not in the agent's dashed ISO format", info.RunID)
+			}
+		})
+	}
+}
+
+// An inotify overflow may have dropped any notification: the rescan must
+// find documents that appeared, moved, changed and left meanwhile.
+func TestWatcherRescanAfterOverflow(t *testing.T) {
+	root := t.TempDir()
+	a := newAgent(t, root)
+	a.SaveAtEndOnly = true
+	must(t, a.Init())
+	done := submit(t, a, ssmsim.RunPatchBaseline("Install", "NoReboot"))
+	must(t, done.Start())
+	rebooting := submit(t, a, ssmsim.RunPatchBaseline("Install", "RebootIfNeeded"))
+	must(t, rebooting.Start())
+	waiting := submit(t, a, ssmsim.RunPatchBaseline("Install", "NoReboot"))
+
+	var got []ssm.CommandEvent
+	w := ssm.NewWatcher(root, nil, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), func(ev ssm.CommandEvent) { got = append(got, ev) })
+	l, err := ssm.StartLoop(w)
+	must(t, err)
+	defer l.Close()
+	if len(got) != 3 {
+		t.Fatalf("start-up: %d events, want 3: %+v", len(got), got)
+	}
+	got = nil
+
+	// Meanwhile, unheard: one run ends, one asks for a reboot, one starts,
+	// a new one arrives, and a second instance folder appears.
+	must(t, done.Finish("Success"))
+	must(t, rebooting.RequestReboot(""))
+	must(t, waiting.Start())
+	fresh := submit(t, a, ssmsim.RunPatchBaseline("Scan", "NoReboot"))
+	other := ssmsim.New(root, "mi-0fedcba9876543210", "")
+	must(t, other.Init())
+	elsewhere := submit(t, other, ssmsim.RunShellScript("true"))
+
+	l.Overflow()
+	byDoc := map[string][]ssm.CommandEvent{}
+	for _, ev := range got {
+		byDoc[ev.DocumentID] = append(byDoc[ev.DocumentID], ev)
+	}
+	check := func(d *ssmsim.Doc, want ...string) {
+		t.Helper()
+		var kinds []string
+		for _, ev := range byDoc[d.ID()] {
+			kinds = append(kinds, string(ev.Kind)+"/"+string(ev.Folder)+"/"+ev.Status)
+		}
+		if strings.Join(kinds, " ") != strings.Join(want, " ") {
+			t.Errorf("document %s: events %v, want %v", d.ID(), kinds, want)
+		}
+	}
+	check(done, "status_changed/current/Success", "gone//Success")
+	check(rebooting, "status_changed/current/SuccessAndReboot")
+	check(waiting, "seen/current/InProgress")
+	check(fresh, "seen/pending/InProgress")
+	check(elsewhere, "seen/pending/InProgress")
+	if len(got) != 6 {
+		t.Errorf("%d events after the rescan, want 6", len(got))
+	}
+	if ws := w.Watched(); len(ws) != 2 {
+		t.Errorf("Watched() = %v after the rescan, want both instance folders", ws)
+	}
+	// A second rescan with nothing new reports nothing.
+	got = nil
+	l.Overflow()
+	if len(got) != 0 {
+		t.Errorf("second rescan: %+v", got)
+	}
+}

@@ -63,6 +63,7 @@ func run(args []string) int {
 	rewrite := app.Command("rewrite", "Write the state file again without a change (as the agent often does).")
 	rewriteID := rewrite.Arg("id", "Document id.").Required().String()
 	partial := rewrite.Flag("bytes", "Write only the first N bytes (a half-written file); 0 writes all.").Default("0").Int()
+	completeAfter := rewrite.Flag("complete-after", "With --bytes: write the whole file after this pause (0: leave it half written, as after a crash).").Default("0s").Duration()
 
 	runCmd := app.Command("run", "Submit and play a whole run with a pause between the agent's writes.")
 	runTmpl := runCmd.Flag("template", "Document template.").Default("run-patch-baseline").Enum(ssmsim.Templates...)
@@ -126,11 +127,15 @@ func run(args []string) int {
 	case finish.FullCommand():
 		check1(open(*finishID).Finish(*finishStatus))
 	case corrupt.FullCommand():
-		check1(open(*corruptID).Corrupt())
+		check1(a.CorruptID(*corruptID))
 	case rewrite.FullCommand():
 		d := open(*rewriteID)
 		if *partial > 0 {
 			check1(d.WritePartial(*partial))
+			if *completeAfter > 0 {
+				time.Sleep(*completeAfter)
+				check1(d.Rewrite())
+			}
 		} else {
 			check1(d.Rewrite())
 		}

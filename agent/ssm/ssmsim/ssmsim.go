@@ -398,6 +398,20 @@ func (d *Doc) Corrupt() error {
 	return d.move(ssm.Corrupt)
 }
 
+// CorruptID moves a document's state file to corrupt/ without reading it,
+// as the agent does with a file it cannot parse.
+func (a *Agent) CorruptID(docID string) error {
+	for _, f := range []ssm.Folder{ssm.Current, ssm.Pending} {
+		p := filepath.Join(a.StateDir(f), docID)
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		a.logf("INFO", "[ssm-agent-worker] [MessageService] [EngineProcessor]", "Document contents: (unreadable)")
+		return os.Rename(p, filepath.Join(a.StateDir(ssm.Corrupt), docID))
+	}
+	return fmt.Errorf("document %s: no state file in pending/ or current/", docID)
+}
+
 // Run plays a whole run: start, every step (the last one ends with status,
 // or asks for a reboot when reboot is set), then the end. pause is called
 // between the steps (nil: no pause), so a caller can wait or sync.
