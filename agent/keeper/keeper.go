@@ -112,6 +112,11 @@ type Keeper struct {
 	// needs an answer from after the episode began.
 	servesAt    time.Time
 	lastRefresh time.Time
+	// stuckStreak counts credentials_stuck restarts not followed by a
+	// successful connection; each makes the next one wait longer.
+	stuckStreak int
+	lastStuck   time.Time
+	stuckHeld   bool
 	episode     *Episode
 	waiters     []waiter
 	active      *bool
@@ -252,6 +257,13 @@ func (k *Keeper) LogEvent(ev agentlog.Event) {
 		k.dropped.Inc()
 	}
 }
+
+// stuckBackoff is the gap before a second credentials_stuck restart when
+// the first did not help (no successful connection since); it doubles for
+// each further one, up to an hour. A restart makes the agent try at once,
+// which only helps if something changed since its last try, such as a
+// policy edit that IMDS cannot show.
+const stuckBackoff = 10 * time.Minute
 
 // credentialsOK are the agent's lines for a working connection
 // (SSM-AGENT-FACTS.md "Marker messages").
@@ -397,6 +409,9 @@ func (k *Keeper) handleLog(ev agentlog.Event) {
 	defer k.mu.Unlock()
 	switch {
 	case ev.Kind == agentlog.AgentStart || isCredentialsOK(ev.Message):
+		if isCredentialsOK(ev.Message) {
+			k.stuckStreak = 0
+		}
 		if ev.AgentVersion != "" && ev.AgentVersion != k.state.AgentVersion {
 			k.state.AgentVersion = ev.AgentVersion
 			k.saveLocked()
@@ -429,6 +444,21 @@ func (k *Keeper) checkStuck() {
 		k.mu.Unlock()
 		return
 	}
+	if k.stuckStreak > 0 {
+		gap := min(stuckBackoff<<(k.stuckStreak-1), time.Hour)
+		if next := k.lastStuck.Add(gap); k.clock.Now().Before(next) {
+			if !k.stuckHeld {
+				k.stuckHeld = true
+				k.log.Warn("the agent still fails on credentials after a restart for it; the next restart for this waits",
+					"restarts_without_success", k.stuckStreak, "next", next)
+			}
+			k.mu.Unlock()
+			return
+		}
+	}
+	k.stuckHeld = false
+	k.stuckStreak++
+	k.lastStuck = k.clock.Now()
 	e.Restarted = true
 	detail := fmt.Sprintf("%d credential error lines since %s while IMDS serves credentials", e.Lines, e.Since.Format(time.RFC3339))
 	if e.Backoff > 0 {

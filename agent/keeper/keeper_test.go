@@ -361,30 +361,73 @@ func TestCredentialsStuckOncePerEpisode(t *testing.T) {
 	h.step()
 	h.imdsServes(true)
 	h.step()
+	// No successful connection since the last restart for credentials:
+	// the next one waits (TestCredentialsStuckBacksOff).
+	h.wantRestarts(2)
+	h.clock.Advance(stuckBackoff)
+	h.step()
 	h.wantRestarts(3)
 	if v := h.metric("patchd_agent_restarts_total", "reason", "credentials_stuck"); v != 3 {
 		t.Errorf("restarts_total{credentials_stuck} = %v, want 3", v)
 	}
 }
 
-// The agent fails on credentials because its role changed: one restart,
-// not a role_changed one followed by a credentials_stuck one.
-func TestRoleChangeDuringCredentialErrorsRestartsOnce(t *testing.T) {
+// Any restart answers the credential errors seen before it: a manual
+// restart made while errors come in is not followed by a
+// credentials_stuck one for the same episode.
+func TestRestartEndsTheEpisodesClaim(t *testing.T) {
 	h := newHarness(t, testConfig())
-	h.imdsServes(false)
-	h.k.LogEvent(agentlog.Event{Kind: agentlog.CredentialsError, Message: "AccessDeniedException"})
-	h.step()
+	h.imdsServes(true)
 	h.clock.Advance(time.Minute)
-	h.roleChange()
+	h.k.LogEvent(agentlog.Event{Kind: agentlog.CredentialsError, Message: "AccessDeniedException"})
+	h.k.Request(Manual, "by hand")
 	h.step()
 	h.wantRestarts(1)
-	for range 3 {
-		h.clock.Advance(time.Minute)
+	h.clock.Advance(time.Minute)
+	h.imdsServes(true)
+	h.step()
+	h.wantRestarts(1)
+}
+
+// Credential errors that go on after stuck-credentials restarts (a policy
+// that still denies) are restarted for with growing gaps, not at every
+// new episode.
+func TestCredentialsStuckBacksOff(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxRestartsPerHour = 100 // the gap, not the hourly cap, is under test
+	h := newHarness(t, cfg)
+	episode := func() {
+		h.k.LogEvent(agentlog.Event{Kind: agentlog.AgentStart, Message: "Starting Core Agent"})
+		h.step()
+		h.clock.Advance(time.Second)
 		h.k.LogEvent(agentlog.Event{Kind: agentlog.CredentialsError, Message: "AccessDeniedException"})
+		h.step()
+		h.clock.Advance(time.Second)
 		h.imdsServes(true)
 		h.step()
 	}
+	episode()
 	h.wantRestarts(1)
+	episode() // right after the restart: errors again
+	h.wantRestarts(1)
+	h.clock.Advance(stuckBackoff - 5*time.Second)
+	h.step()
+	h.wantRestarts(1)
+	h.clock.Advance(5 * time.Second)
+	h.step()
+	h.wantRestarts(2)
+	episode()
+	h.clock.Advance(stuckBackoff)
+	h.step()
+	h.wantRestarts(2) // the second gap is twice the first
+	h.clock.Advance(stuckBackoff)
+	h.step()
+	h.wantRestarts(3)
+	// A successful connection resets the gaps.
+	h.k.LogEvent(agentlog.Event{Kind: agentlog.Other, Message: "Credentials ready"})
+	h.step()
+	episode()
+	h.wantRestarts(4)
 }
 
 // A role change waits until IMDS serves the new role's credentials, asking
