@@ -40,5 +40,3 @@ func TestWriteFileMissingDirNamesPath(t *testing.T) {
 		t.Fatalf("err = %v, want it to name %s", err, p)
 	}
 }
-
-
