@@ -41,6 +41,11 @@ var instanceDirName = regexp.MustCompile(`^m?i-[0-9A-Za-z]+$`)
 
 var watchedFolders = []Folder{Pending, Current, Corrupt}
 
+// maxHeld bounds the state files held open to read a final status after
+// the delete (see gone); one per document in pending/ or current/, so a
+// host reaches it only with a long queue of documents.
+const maxHeld = 256
+
 // Option changes a Watcher's defaults, for tests.
 type Option func(*Watcher)
 
@@ -90,9 +95,12 @@ type loopState struct {
 	docs    map[string]*known
 	retries map[string]*retry
 	bad     map[string]bool // paths already logged as unparseable
-	waiting bool            // "waiting for the data directory" was logged
-	timer   clockwork.Timer
-	due     time.Time
+	// addFailed are directories whose watch could not be added, logged once.
+	addFailed map[string]bool
+	held      int  // state files held open
+	waiting   bool // "waiting for the data directory" was logged
+	timer     clockwork.Timer
+	due       time.Time
 }
 
 type known struct {
@@ -276,11 +284,12 @@ func (w *Watcher) onError(l *loopState, err error) {
 
 func newLoopState(fsw *fsnotify.Watcher) *loopState {
 	return &loopState{
-		fsw:     fsw,
-		watches: map[string]bool{},
-		docs:    map[string]*known{},
-		retries: map[string]*retry{},
-		bad:     map[string]bool{},
+		fsw:       fsw,
+		watches:   map[string]bool{},
+		docs:      map[string]*known{},
+		retries:   map[string]*retry{},
+		bad:       map[string]bool{},
+		addFailed: map[string]bool{},
 	}
 }
 
@@ -319,10 +328,29 @@ func (w *Watcher) handle(l *loopState, ev fsnotify.Event) {
 		w.sync(l, parts[0], parts[4], byEvent)
 		return
 	}
-	if len(parts) <= 4 {
-		w.ensureWatches(l)
-		w.rescan(l)
+	if ev.Op == fsnotify.Chmod || !w.structural(l, ev.Name, parts) {
+		return
 	}
+	w.ensureWatches(l)
+	w.rescan(l)
+}
+
+// structural says whether a change at path (parts: relative to the root)
+// can change the set of watched folders. Files the agent keeps beside the
+// instance folders (credentials, runtimeconfig/, ipc/) change often and
+// need no rescan.
+func (w *Watcher) structural(l *loopState, path string, parts []string) bool {
+	switch len(parts) {
+	case 1:
+		return instanceDirName.MatchString(parts[0]) || l.watches[path] || isDir(filepath.Join(path, "document", "state"))
+	case 2:
+		return parts[1] == "document"
+	case 3:
+		return parts[1] == "document" && parts[2] == "state"
+	case 4:
+		return parts[1] == "document" && parts[2] == "state" && isFolder(parts[3])
+	}
+	return false
 }
 
 func isFolder(s string) bool {
@@ -414,11 +442,13 @@ func (w *Watcher) ensureWatchesOnce(l *loopState) bool {
 			continue
 		}
 		if err := l.fsw.Add(p); err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
-				w.logger.Warn("cannot watch directory; its documents are seen only at the next rescan", "path", p, "err", err)
+			if !errors.Is(err, fs.ErrNotExist) && !l.addFailed[p] {
+				l.addFailed[p] = true
+				w.logger.Warn("cannot watch directory; its documents are seen only at the next rescan (raise fs.inotify.max_user_watches if the limit is reached)", "path", p, "err", err)
 			}
 			continue
 		}
+		delete(l.addFailed, p)
 		l.watches[p] = true
 		added = true
 	}
@@ -437,6 +467,7 @@ func isDir(p string) bool {
 // rescan syncs every document on disk and every document known, so that
 // both new files and files that left while unwatched are reported.
 func (w *Watcher) rescan(l *loopState) {
+	w.logger.Debug("rescanning amazon-ssm-agent's state folders", "root", w.root)
 	todo := map[string][2]string{}
 	for k, d := range l.docs {
 		todo[k] = [2]string{d.instance, d.docID}
@@ -507,6 +538,14 @@ func (w *Watcher) sync(l *loopState, instance, docID string, cause syncCause) {
 		key := state.statusKey()
 		if prev != nil && prev.file != nil {
 			prev.file.Close()
+			l.held--
+		}
+		if f != nil && l.held >= maxHeld {
+			f.Close() // many documents at once: the final status of the rest may be missed
+			f = nil
+		}
+		if f != nil {
+			l.held++
 		}
 		l.docs[k] = &known{instance: instance, docID: docID, folder: folder, key: key, stamp: st, ev: ev, file: f}
 		switch {
@@ -572,6 +611,7 @@ func (w *Watcher) gone(l *loopState, k string, prev *known, instance, docID stri
 	if prev.file != nil {
 		final, err := readHeld(prev.file)
 		prev.file.Close()
+		l.held--
 		if err == nil && final.statusKey() != prev.key {
 			ev = w.event(instance, docID, prev.folder, prev.ev.Path, final)
 			ev.Kind = StatusChanged

@@ -650,3 +650,31 @@ func TestWatcherRescanAfterOverflow(t *testing.T) {
 		t.Errorf("second rescan: %+v", got)
 	}
 }
+
+// Files the agent keeps beside the instance folders change often; they
+// must not cost a rescan each time. New instance folders must.
+func TestWatcherRescansOnlyForFolderChanges(t *testing.T) {
+	root := t.TempDir()
+	a := newAgent(t, root)
+	must(t, a.Init())
+	h := startWatcher(t, root, nil)
+	const msg = "msg=\"rescanning amazon-ssm-agent's state folders\""
+	before := strings.Count(h.log.String(), msg)
+	must(t, os.WriteFile(filepath.Join(root, "credentials"), []byte("x"), 0o600))
+	must(t, os.MkdirAll(filepath.Join(root, "ipc", "health"), 0o700))
+	must(t, os.WriteFile(filepath.Join(root, "ipc", "health", "msg"), []byte("x"), 0o600))
+	must(t, os.MkdirAll(filepath.Join(root, a.InstanceID, "document", "orchestration", "x"), 0o700))
+	must(t, os.WriteFile(filepath.Join(a.StateDir(ssm.Current), "..", "notes"), []byte("x"), 0o600))
+	d := submit(t, a, ssmsim.RunPatchBaseline("Install", "NoReboot"))
+	h.next(ssm.Seen, ssm.Pending, d.ID())
+	if n := strings.Count(h.log.String(), msg) - before; n != 0 {
+		t.Errorf("%d rescans for changes outside the state folders:\n%s", n, h.log.String())
+	}
+	other := ssmsim.New(root, "mi-0fedcba9876543210", "")
+	must(t, other.Init())
+	e := submit(t, other, ssmsim.RunPatchBaseline("Install", "NoReboot"))
+	h.next(ssm.Seen, ssm.Pending, e.ID())
+	if n := strings.Count(h.log.String(), msg) - before; n == 0 {
+		t.Errorf("a new instance folder caused no rescan")
+	}
+}
