@@ -179,6 +179,8 @@ func newClient(o Options) *sdkimds.Client {
 		EnableFallback:        aws.FalseTernary,
 		HTTPClient:            recordingClient{hc},
 		DisableDefaultTimeout: true,
+		// Our retryer's MaxBackoff applies, not the client's fixed 1s.
+		DisableDefaultMaxBackoff: true,
 		Retryer: retry.NewStandard(func(so *retry.StandardOptions) {
 			so.MaxAttempts = o.MaxAttempts
 			so.MaxBackoff = o.MaxBackoff
