@@ -68,7 +68,7 @@ bench-hooks: build
 	$(GO) test -run '^$$' -bench 'RunPhase20|RunParts20' -benchtime 20x ./hooks
 
 bench-cycle:
-	set -o pipefail; PATCHD_BENCH_CYCLE=1 $(GO) test -count=1 -timeout 10m -run 'TestBenchCycleLatency$$' -v ./cmd/patchd | grep -E 'cycle latency|over the|^(ok|FAIL|---)'
+	set -o pipefail; PATCHD_BENCH_CYCLE=1 $(GO) test -count=1 -timeout 10m -run 'TestBenchCycleLatency$$' -v ./cmd/patchd | grep -E 'cycle latency|baseline|over the|^(ok|FAIL|---)'
 
 bench-agentlog:
 	@echo "bench-agentlog: not yet"

@@ -48,10 +48,14 @@ type Options struct {
 	AgentData string // to check, after a restart, whether the document is still there
 	Runner    Runner
 	Packages  ledger.Snapshotter // nil: no package ledger
-	Settings  func() Settings
-	Logger    *slog.Logger
-	Reg       prometheus.Registerer
-	Clock     clockwork.Clock // nil: the real clock
+	// SnapshotDelay holds the open-time package snapshot back a moment, so
+	// that it does not compete with the start of the first hook; it is
+	// still taken long before a patch payload changes anything.
+	SnapshotDelay time.Duration
+	Settings      func() Settings
+	Logger        *slog.Logger
+	Reg           prometheus.Registerer
+	Clock         clockwork.Clock // nil: the real clock
 	// Shutdown says whether the system is going down; asked once at stop.
 	Shutdown ShutdownDetector
 	// StopBound bounds pre-reboot hooks run at stop during a shutdown.
@@ -334,7 +338,20 @@ func (e *Engine) startSnapshot(ctx context.Context) {
 	}
 	ch := make(chan snapResult, 1)
 	e.snapWait = ch
+	delay := e.o.SnapshotDelay
 	go func() {
+		if delay > 0 {
+			// Let the first pre-patch hook start first: on a busy host the
+			// package query's fork and reads would delay it.
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				ch <- snapResult{err: ctx.Err()}
+				return
+			}
+		}
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		pk, err := e.o.Packages.Snapshot(sctx)

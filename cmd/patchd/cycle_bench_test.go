@@ -44,6 +44,12 @@ func TestBenchCycleLatency(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(e.tr.Hooks, "pre-patch", "10-stamp"),
 		[]byte("#!/bin/bash\necho \"$EPOCHREALTIME\" >> "+stamps+"\n"), 0o755))
 
+	// The same hook run directly: the floor that process start-up alone
+	// costs on this machine at this moment, measured between the cycles.
+	baseStamps := filepath.Join(e.tr.Root, "base-stamps")
+	baseHook := filepath.Join(e.tr.Root, "base-stamp")
+	must(t, os.WriteFile(baseHook, []byte("#!/bin/bash\necho \"$EPOCHREALTIME\" >> "+baseStamps+"\n"), 0o755))
+
 	args := append([]string{"run"}, e.tr.flags()...)
 	args = append(args, "--web.listen-address=", "--log.level=warn")
 	cmd := exec.Command(bin, args...)
@@ -56,8 +62,12 @@ func TestBenchCycleLatency(t *testing.T) {
 		return err == nil
 	})
 
-	var lat []time.Duration
+	var lat, base []time.Duration
 	for i := 0; i < runs; i++ {
+		t1 := time.Now()
+		must(t, exec.Command(baseHook).Run())
+		base = append(base, lastStamp(t, baseStamps).Sub(t1))
+
 		d, err := e.agent.Submit(ssmsim.RunPatchBaseline("Install", "NoReboot"))
 		must(t, err)
 		t0 := time.Now()
@@ -67,11 +77,14 @@ func TestBenchCycleLatency(t *testing.T) {
 		must(t, d.Finish(ssm.StatusSuccess))
 		eventually(t, 30*time.Second, "the cycle to close", func() bool { return len(e.ledgerQuiet()) == min(i+1, 1000) })
 	}
-	slices.Sort(lat)
-	q := func(p float64) time.Duration { return lat[int(p*float64(len(lat)-1))] }
-	t.Logf("cycle latency, state file in current/ -> first pre-patch hook started, %d runs: p50 %v  p90 %v  p99 %v  max %v",
-		len(lat), q(0.50).Round(10*time.Microsecond), q(0.90).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
-	if p99 := q(0.99); p99 > 50*time.Millisecond {
+	report := func(what string, d []time.Duration) time.Duration {
+		slices.Sort(d)
+		q := func(p float64) time.Duration { return d[int(p*float64(len(d)-1))].Round(10 * time.Microsecond) }
+		t.Logf("%s, %d runs: p50 %v  p90 %v  p99 %v  max %v", what, len(d), q(0.50), q(0.90), q(0.99), q(1))
+		return q(0.99)
+	}
+	report("baseline, fork+exec of the same hook from the test", base)
+	if p99 := report("cycle latency, state file in current/ -> first pre-patch hook started", lat); p99 > 50*time.Millisecond {
 		t.Logf("p99 %v is over the 50 ms target", p99)
 	}
 }

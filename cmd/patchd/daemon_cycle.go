@@ -68,6 +68,9 @@ func (d *daemon) setupCycle() error {
 		Shutdown:  cycle.SystemdShutdown{},
 		StopBound: preRebootStopBound,
 		BootID:    cycle.BootID,
+		// The payload of AWS-RunPatchBaseline downloads and starts for
+		// seconds before a package changes.
+		SnapshotDelay: 200 * time.Millisecond,
 	}
 	if s := ledger.Detect(); s != nil {
 		opts.Packages = s
