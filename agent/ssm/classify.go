@@ -112,20 +112,26 @@ var (
 )
 
 // findOperation looks through every step's properties for the operation
-// and returns it with a note on where it was found.
+// and returns it with a note on where it was found. A document whose steps
+// name both (AWS-RunPatchBaselineWithHooks scans before it installs) is an
+// Install: hooks rather run for a scan than miss an install.
 func findOperation(state *DocumentState) (op, where string) {
 	for _, p := range state.InstancePluginsInformation {
 		props := p.Configuration.Properties
-		if op := operationInScript(scriptText(props)); op != "" {
-			return op, "step " + p.stepName() + " runCommand"
+		found, how := operationInScript(scriptText(props)), "runCommand"
+		if found == "" {
+			// aws:runDocument passes the parameters as a map or as a JSON
+			// string.
+			found, how = operationParam(props, 0), "Operation parameter"
 		}
-		// aws:runDocument (AWS-RunPatchBaselineWithHooks) passes the
-		// parameters as a map or as a JSON string.
-		if op := operationParam(props, 0); op != "" {
-			return op, "step " + p.stepName() + " Operation parameter"
+		switch {
+		case found == OpInstall:
+			return OpInstall, "step " + p.stepName() + " " + how
+		case found == OpScan && op == "":
+			op, where = OpScan, "step "+p.stepName()+" "+how
 		}
 	}
-	return "", ""
+	return op, where
 }
 
 func operationInScript(script string) string {

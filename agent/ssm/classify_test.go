@@ -34,7 +34,7 @@ func TestClassifySamples(t *testing.T) {
 		{"current-run-patch-baseline-install-resumed.json", nil, true, "Install", true, ""},
 		{"current-run-patch-baseline-scan.json", nil, true, "Scan", false, "changes nothing"},
 		{"current-run-patch-baseline-association-install.json", nil, true, "Install", true, ""},
-		{"current-run-patch-baseline-with-hooks-modelled.json", nil, true, "Scan", false, "Operation parameter"},
+		{"current-run-patch-baseline-with-hooks-modelled.json", nil, true, "Install", true, "step PatchInstall Operation parameter"},
 		{"current-apply-ansible-playbooks-check-true.json", nil, true, "Check", false, "dry run"},
 		{"current-apply-ansible-playbooks-check-false.json", nil, true, "Apply", true, ""},
 		{"current-run-shell-script.json", nil, false, "", false, "not a patch document"},
@@ -55,8 +55,7 @@ func TestClassifySamples(t *testing.T) {
 	}
 }
 
-// The with-hooks sample runs Scan first and Install second; the first step
-// decides. Edits of one sample cover the forms the operation can take.
+// Edits of one sample cover the forms the operation can take.
 func TestClassifyOperationForms(t *testing.T) {
 	base := func() *ssm.DocumentState { return readSample(t, "current-run-patch-baseline-install-inprogress.json") }
 	setLinux := func(s *ssm.DocumentState, lines ...any) {
@@ -99,6 +98,15 @@ func TestClassifyOperationForms(t *testing.T) {
 				s.InstancePluginsInformation[i].Configuration.Properties = map[string]any{"documentParameters": map[string]any{"Operation": []any{"Scan"}}}
 			}
 		}, "Scan", "Operation parameter"},
+		{"scan step before an install step", func(s *ssm.DocumentState) {
+			s.InstancePluginsInformation[0].Configuration.Properties = map[string]any{"documentParameters": `{"Operation":"Scan"}`}
+			s.InstancePluginsInformation[2].Configuration.Properties = map[string]any{"runCommand": []any{"Invoke-PatchBaselineOperation -Operation Scan"}}
+		}, "Install", "step PatchLinux runCommand"},
+		{"every step scans", func(s *ssm.DocumentState) {
+			for i := range s.InstancePluginsInformation {
+				s.InstancePluginsInformation[i].Configuration.Properties = map[string]any{"documentParameters": `{"Operation":"Scan","RebootOption":"NoReboot"}`}
+			}
+		}, "Scan", "step PatchWindows Operation parameter"},
 		{"nothing to read", func(s *ssm.DocumentState) {
 			for i := range s.InstancePluginsInformation {
 				s.InstancePluginsInformation[i].Configuration.Properties = nil

@@ -57,9 +57,9 @@ func WithClock(c clockwork.Clock) Option { return func(w *Watcher) { w.clock = c
 func WithStarted(f func()) Option { return func(w *Watcher) { w.started = f } }
 
 // WithRetry sets the retry schedule for files that do not parse: attempts
-// retries, the first after first, doubling up to max.
-func WithRetry(attempts int, first, max time.Duration) Option {
-	return func(w *Watcher) { w.retryAttempts, w.retryFirst, w.retryMax = attempts, first, max }
+// retries, the first after first, doubling up to ceiling.
+func WithRetry(attempts int, first, ceiling time.Duration) Option {
+	return func(w *Watcher) { w.retryAttempts, w.retryFirst, w.retryMax = attempts, first, ceiling }
 }
 
 // Watcher follows amazon-ssm-agent's document state folders
