@@ -26,6 +26,7 @@ func run(args []string) int {
 	instance := app.Flag("instance-id", "Instance id folder (i-… or mi-…).").Default("i-0123456789abcdef0").String()
 	logDir := app.Flag("log-dir", "Agent log directory (empty: write no log lines).").Default("").String()
 	logMax := app.Flag("log-max-size", "Roll amazon-ssm-agent.log before it passes this many bytes (0: never).").Default("0").Int64()
+	endOnly := app.Flag("save-at-end-only", "Write the state file only where the agent's default executer does (start, reboot request, end); step starts and ends are not written.").Bool()
 
 	initCmd := app.Command("init", "Create the state folders as the agent does at start-up.")
 
@@ -85,6 +86,7 @@ func run(args []string) int {
 		return 2
 	}
 	a := ssmsim.New(*root, *instance, *logDir)
+	a.SaveAtEndOnly = *endOnly
 	if a.Log != nil {
 		a.Log.MaxSize = *logMax
 	}

@@ -166,6 +166,12 @@ func TestRunPlaysAWholeRun(t *testing.T) {
 	}
 	e.ok("resume", id)
 	e.ok("finish", id)
+	id = e.ok("--save-at-end-only", "submit")
+	e.ok("--save-at-end-only", "start", id)
+	e.ok("--save-at-end-only", "step", id, "InProgress")
+	if st := e.state(ssm.Current, id).PluginStatuses(); len(st) != 0 {
+		t.Errorf("--save-at-end-only wrote a step start: %v", st)
+	}
 	id = e.ok("run", "--pause", "0s", "--status", "Failed")
 	if _, err := os.Stat(filepath.Join(ssm.StateDir(e.root, e.id, ssm.Current), id)); !os.IsNotExist(err) {
 		t.Errorf("run without reboot leaves the state file: %v", err)
