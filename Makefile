@@ -1,7 +1,7 @@
 # patchd build, test and packaging. `make test` is what CI runs (.ci/run).
 SHELL       := /bin/bash
 GO          ?= go
-VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null | sed 's/^v//' || echo 0.0.0)
+VERSION     ?= $(shell (git describe --tags --always --dirty 2>/dev/null || echo 0.0.0) | sed 's/^v//')
 REVISION    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BUILD       := build
 PKGVER      ?= $(shell echo "$(VERSION)" | grep -Eq '^[0-9]' && echo "$(VERSION)" || echo "0.0.0~$(VERSION)")

@@ -151,7 +151,7 @@ func TestAgentKeeperEndToEnd(t *testing.T) {
 		t.Fatalf("restart command ran %d times, want 2 (the deferred one waits)", strings.Count(string(b), "restarted"))
 	}
 
-	if err, _ := p.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+	if _, err := p.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Fatalf("patchd exited with %v", err)
 	}
 	// Without the daemon: from keeper.json and role.json.

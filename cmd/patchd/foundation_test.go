@@ -75,7 +75,7 @@ func TestRunServesMetricsLintedByPromtoolAndStopsOnSIGTERM(t *testing.T) {
 		}
 	}
 	promtoolCheck(t, body)
-	err, took := p.stop(t, syscall.SIGTERM, 10*time.Second)
+	took, err := p.stop(t, syscall.SIGTERM, 10*time.Second)
 	if err != nil {
 		t.Fatalf("patchd exited with %v after SIGTERM\n%s", err, p.stderr.String())
 	}

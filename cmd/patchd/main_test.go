@@ -208,9 +208,9 @@ func startDaemon(t *testing.T, tr testTree, extra ...string) *daemonProc {
 	return p
 }
 
-// signal sends sig and waits for the exit, returning the exit error and how
-// long it took.
-func (p *daemonProc) stop(t *testing.T, sig os.Signal, within time.Duration) (error, time.Duration) {
+// stop sends sig and waits for the exit, returning how long it took and the
+// exit error.
+func (p *daemonProc) stop(t *testing.T, sig os.Signal, within time.Duration) (time.Duration, error) {
 	t.Helper()
 	start := time.Now()
 	if err := p.cmd.Process.Signal(sig); err != nil {
@@ -219,9 +219,9 @@ func (p *daemonProc) stop(t *testing.T, sig os.Signal, within time.Duration) (er
 	select {
 	case err := <-p.done:
 		p.done <- err
-		return err, time.Since(start)
+		return time.Since(start), err
 	case <-time.After(within):
 		t.Fatalf("patchd still running %s after %v\n%s", within, sig, p.stderr.String())
-		return nil, 0
+		return 0, nil
 	}
 }
