@@ -237,3 +237,51 @@ func TestAgentKeeperCredentialsStuckFromLog(t *testing.T) {
 		return agentStatusJSON(t, tr, extra...).CredentialsEpisode == nil
 	})
 }
+
+// agent.restart: false only watches and logs "would restart"; a reload that
+// turns it on applies at once.
+func TestAgentRestartOffAndReload(t *testing.T) {
+	tr := newTestTree(t)
+	fake := &keeperIMDS{profile: "arn:aws:iam::123456789012:instance-profile/a", role: "role-a"}
+	imdsSrv := httptest.NewServer(fake)
+	defer imdsSrv.Close()
+	restarts := filepath.Join(tr.Root, "restarts.log")
+	conf := func(restart bool) {
+		t.Helper()
+		yaml := fmt.Sprintf("agent:\n  restart: %v\n  service: command\n  restart_command: echo restarted >> %s\nimds:\n  endpoint: %s\n  poll_interval: 1s\nweb:\n  listen_address: \"\"\n",
+			restart, restarts, imdsSrv.URL)
+		if err := os.WriteFile(tr.Config, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf(false)
+	p := startDaemon(t, tr)
+	eventually(t, 30*time.Second, "the first IMDS answer", func() bool { return agentStatusJSON(t, tr).IdentityKnown })
+	fake.set("arn:aws:iam::123456789012:instance-profile/b", "role-b")
+	eventually(t, 30*time.Second, "the would-restart log line", func() bool {
+		return strings.Contains(p.stderr.String(), "would restart amazon-ssm-agent, but agent.restart is off")
+	})
+	code, out, _ := runPatchd(t, append([]string{"agent", "restart"}, tr.flags()...)...)
+	if code != 0 || !strings.HasPrefix(out, "would_restart:") {
+		t.Fatalf("patchd agent restart with restarts off: code %d, %s", code, out)
+	}
+	if _, err := os.Stat(restarts); err == nil {
+		t.Fatal("the restart command ran although agent.restart is false")
+	}
+	if st := agentStatusJSON(t, tr); st.RestartEnabled || st.LastRestart != nil || st.Pending != nil {
+		t.Fatalf("status = %+v, want restarts off and nothing recorded or pending", st)
+	}
+
+	conf(true)
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the reload", func() bool { return agentStatusJSON(t, tr).RestartEnabled })
+	code, out, errOut := runPatchd(t, append([]string{"agent", "restart"}, tr.flags()...)...)
+	if code != 0 || !strings.HasPrefix(out, "restarted:") {
+		t.Fatalf("patchd agent restart after the reload: code %d\n%s%s", code, out, errOut)
+	}
+	if b, _ := os.ReadFile(restarts); strings.Count(string(b), "restarted") != 1 {
+		t.Fatalf("restart command ran %d times, want 1", strings.Count(string(b), "restarted"))
+	}
+}
