@@ -22,6 +22,7 @@ var suite struct {
 	build    string // build directory (make's $(BUILD))
 	rootfs   string // cached bookworm tarball
 	deb, rpm string // the packages under test, for the host's architecture
+	pkgDir   string // where they were copied
 }
 
 func TestMain(m *testing.M) {
@@ -30,12 +31,16 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	if err := setup(); err != nil {
+		if suite.pkgDir != "" {
+			os.RemoveAll(suite.pkgDir)
+		}
 		fmt.Fprintln(os.Stderr, "systemtest:", err)
 		os.Exit(1)
 	}
 	before := cgroupsSnapshot()
 	code := m.Run()
 	removeNewCgroups(before)
+	os.RemoveAll(suite.pkgDir)
 	os.Exit(code)
 }
 
@@ -62,6 +67,25 @@ func setup() error {
 	suite.rpm = newest(filepath.Join(suite.build, "packages", "patchd-*."+arch[1]+".rpm"))
 	if suite.deb == "" {
 		return fmt.Errorf("no .deb for %s in %s/packages: run make package first", runtime.GOARCH, suite.build)
+	}
+	// A private copy: another `make package` may replace build/packages
+	// while the scenarios run.
+	if suite.pkgDir, err = os.MkdirTemp("", "patchd-e2e-pkgs-"); err != nil {
+		return err
+	}
+	for _, p := range []*string{&suite.deb, &suite.rpm} {
+		if *p == "" {
+			continue
+		}
+		data, err := os.ReadFile(*p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(suite.pkgDir, filepath.Base(*p))
+		if err := os.WriteFile(dst, data, 0o644); err != nil {
+			return err
+		}
+		*p = dst
 	}
 	suite.rootfs, err = rootfsTar(suite.build)
 	return err
