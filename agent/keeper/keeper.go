@@ -558,23 +558,26 @@ func (k *Keeper) evaluate(ctx context.Context) {
 
 	k.mu.Lock()
 	if busy {
-		if now.Sub(p.Since) < cfg.MaxDefer {
-			if !p.Deferred {
-				p.Deferred = true
-				k.deferred.Set(1)
-				k.deferredTotal.Inc()
-				k.log.Info("deferring the restart of amazon-ssm-agent while a document may be running",
-					"reason", p.Reason, "detail", p.Detail, "why", why, "max_defer", cfg.MaxDefer, "until", p.Since.Add(cfg.MaxDefer))
-				k.saveLocked()
-				k.notifyLocked(Outcome{Action: "deferred", Message: fmt.Sprintf("deferred: %s; restarting when they leave, at the latest at %s", why, p.Since.Add(cfg.MaxDefer).Format(time.RFC3339))})
-			}
+		// max_defer counts from the first deferral, not from the request:
+		// time spent waiting for credentials or the hourly limit must not
+		// shorten the wait for a running document.
+		if !p.Deferred {
+			p.Deferred, p.DeferredSince = true, now
+			k.deferred.Set(1)
+			k.deferredTotal.Inc()
+			k.log.Info("deferring the restart of amazon-ssm-agent while a document may be running",
+				"reason", p.Reason, "detail", p.Detail, "why", why, "max_defer", cfg.MaxDefer, "until", now.Add(cfg.MaxDefer))
+			k.saveLocked()
+			k.notifyLocked(Outcome{Action: "deferred", Message: fmt.Sprintf("deferred: %s; restarting when they leave, at the latest at %s", why, now.Add(cfg.MaxDefer).Format(time.RFC3339))})
+		}
+		if now.Sub(p.DeferredSince) < cfg.MaxDefer {
 			k.mu.Unlock()
 			return
 		}
 		k.log.Warn("restarting amazon-ssm-agent although a document may still be running: agent.max_defer has passed",
-			"reason", p.Reason, "why", why, "waited", now.Sub(p.Since).Round(time.Second), "max_defer", cfg.MaxDefer)
+			"reason", p.Reason, "why", why, "waited", now.Sub(p.DeferredSince).Round(time.Second), "max_defer", cfg.MaxDefer)
 	} else if p.Deferred {
-		k.log.Info("documents left current/; the deferred restart goes ahead", "reason", p.Reason, "waited", now.Sub(p.Since).Round(time.Second))
+		k.log.Info("documents left current/; the deferred restart goes ahead", "reason", p.Reason, "waited", now.Sub(p.DeferredSince).Round(time.Second))
 	}
 	rec := Record{Time: now, Reason: p.Reason, Detail: p.Detail}
 	k.state.Restarts = append(recent, rec)

@@ -263,7 +263,12 @@ func TestMaxDefer(t *testing.T) {
 	cfg.MaxDefer = 30 * time.Minute
 	h := newHarness(t, cfg)
 	h.currentFile("stuck-document")
-	h.roleChange()
+	// The restart first waits 40 min for IMDS to serve credentials: that
+	// time does not count against max_defer.
+	h.k.Observe(imds.Observation{Known: true, Changed: true, Reason: "role changed", Identity: imds.Identity{Role: "b"}})
+	h.step()
+	h.clock.Advance(40 * time.Minute)
+	h.imdsServes(true)
 	h.step()
 	h.clock.Advance(29 * time.Minute)
 	h.step()

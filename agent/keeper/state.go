@@ -39,8 +39,10 @@ type Pending struct {
 	Reason Reason    `json:"reason"`
 	Detail string    `json:"detail,omitempty"`
 	Since  time.Time `json:"since"`
-	// Deferred: documents were in current/ when it was due.
-	Deferred bool `json:"deferred,omitempty"`
+	// Deferred: documents were in current/ when it was due; DeferredSince
+	// is when that was first seen (agent.max_defer counts from it).
+	Deferred      bool      `json:"deferred,omitempty"`
+	DeferredSince time.Time `json:"deferred_since,omitzero"`
 	// Refused: the hourly limit held it back.
 	Refused bool `json:"refused,omitempty"`
 	// WaitingCredentials: IMDS did not serve credentials for the role yet.
