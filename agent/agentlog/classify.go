@@ -2,7 +2,9 @@ package agentlog
 
 import (
 	"bytes"
+	"strings"
 	"time"
+	"unsafe"
 )
 
 // The marker texts below come from the log statements of amazon-ssm-agent
@@ -11,16 +13,11 @@ import (
 // text is stable across 2.x and 3.x while the context tags are not, so
 // matching is on the message text.
 
-func has(b []byte, s string) bool { return bytes.Contains(b, []byte(s)) }
+// view is b as a string without a copy, for the searches below only: it
+// must not outlive b, which the caller reuses.
+func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
-func hasAny(b []byte, ss []string) bool {
-	for _, s := range ss {
-		if bytes.Contains(b, []byte(s)) {
-			return true
-		}
-	}
-	return false
-}
+func has(b []byte, s string) bool { return strings.Contains(view(b), s) }
 
 var rebootMarkers = []string{
 	"requested reboot, need to resume", // framework/processor/processor.go
@@ -112,71 +109,108 @@ var healthMarkers = []string{
 	"hibernate",                  // any other hibernate notice without a cause
 }
 
+// The marker sets, registered once; scan finds them all in one pass.
+var (
+	mReboot       = reg(rebootMarkers...)
+	mNetwork      = reg(networkMarkers...)
+	mCredentials  = reg(credentialMarkers...)
+	mStop         = reg(stopMarkers...)
+	mStart        = reg(startMarkers...)
+	mCommandEnd   = reg(commandEndMarkers...)
+	mCommandStart = reg(commandStartMarkers...)
+	mHealth       = reg(healthMarkers...)
+
+	mOS            = reg("OS: ")
+	mArch          = reg(", Arch: ")
+	mBanner        = reg("Amazon SSM Agent v")
+	mRunning       = reg(" is running")
+	mPid           = reg("(pid:")
+	mStarted       = reg(") started")
+	mCommandColon  = reg("command: ")
+	mExecutionOf   = reg("execution of ")
+	mIsOver        = reg(" is over")
+	mDocumentColon = reg("document: ")
+	mWorkerStarted = reg(" worker started")
+	mSession       = reg("[ssm-session-worker]")
+	mVersionCore   = reg("amazon-ssm-agent - v")
+	mAwsSsm        = reg("aws.ssm.")
+	mSleeping      = reg("Sleeping for ")
+	mRetryCreds    = reg("before retrying retrieve credentials")
+	mDocTag        = reg("[ssm-document-worker] [")
+	mInProgress    = reg("Found in-progress document - ")
+	mDocumentSpace = reg("document ")
+	mSubmission    = reg("submission started")
+	mFacts         = or(mVersionCore, mBanner, mAwsSsm, mSleeping, mDocTag, mInProgress, mDocumentColon, mDocumentSpace)
+)
+
 // Classify returns the event kind of an entry's first line. It follows
 // SSM-AGENT-FACTS.md "Log event kinds": a reboot marker first, then a
 // network cause (which wins over a credential context on the same line),
 // then credentials, stop, start, command end and start, health.
 func Classify(l *Line) Kind {
+	k, _ := classify(l)
+	return k
+}
+
+// classify is Classify that also returns the markers found, which extract
+// reuses instead of searching the line again.
+func classify(l *Line) (Kind, found) {
 	m := l.Msg
+	f := scan(view(m))
 	if len(l.Program) > 0 && l.Foreign() {
-		return classifyForeign(l.Program, m)
+		return classifyForeign(l.Program, m), f
 	}
-	if hasAny(m, rebootMarkers) {
+	return kindOf(f, m), f
+}
+
+func kindOf(f found, m []byte) Kind {
+	switch {
+	case f.any(mReboot):
 		return Reboot
-	}
-	if hasAny(m, networkMarkers) {
+	case f.any(mNetwork):
 		return NetworkError
-	}
-	if hasAny(m, credentialMarkers) {
+	case f.any(mCredentials):
 		return CredentialsError
-	}
-	if hasAny(m, stopMarkers) {
+	case f.any(mStop):
 		return AgentStop
-	}
-	if hasAny(m, startMarkers) || isStartLine(m) {
+	case f.any(mStart), isStartLine(f):
 		return AgentStart
 	}
 	// A session worker shares the document worker's code and messages but
 	// runs Session Manager sessions, not commands.
-	session := has(m, "[ssm-session-worker]")
-	if hasAny(m, commandEndMarkers) || isCommandComplete(m) {
+	session := f.any(mSession)
+	if f.any(mCommandEnd) || isCommandComplete(f, m) {
 		if session {
 			return Other
 		}
 		return CommandEnd
 	}
-	if hasAny(m, commandStartMarkers) || (has(m, "document: ") && has(m, " worker started")) {
+	if f.any(mCommandStart) || (f.any(mDocumentColon) && f.any(mWorkerStarted)) {
 		if session {
 			return Other
 		}
 		return CommandStart
 	}
-	if hasAny(m, healthMarkers) {
+	if f.any(mHealth) {
 		return Health
 	}
 	return Other
 }
 
 // isStartLine matches start markers made of two parts.
-func isStartLine(m []byte) bool {
-	switch {
-	case has(m, "OS: ") && has(m, ", Arch: "):
-		return true
-	case has(m, "Amazon SSM Agent v") && has(m, " is running"):
-		return true
-	case has(m, "(pid:") && has(m, ") started"): // "Worker ssm-agent-worker (pid:N) started"
-		return true
-	}
-	return false
+func isStartLine(f found) bool {
+	return (f.any(mOS) && f.any(mArch)) ||
+		(f.any(mBanner) && f.any(mRunning)) ||
+		(f.any(mPid) && f.any(mStarted)) // "Worker ssm-agent-worker (pid:N) started"
 }
 
 // isCommandComplete matches "command: aws.ssm.<cmd>.<inst> complete" and
 // "execution of <MessageID> is over".
-func isCommandComplete(m []byte) bool {
-	if i := bytes.Index(m, []byte("command: ")); i >= 0 && bytes.HasSuffix(bytes.TrimRight(m, " "), []byte(" complete")) {
+func isCommandComplete(f found, m []byte) bool {
+	if f.any(mCommandColon) && bytes.HasSuffix(bytes.TrimRight(m, " "), []byte(" complete")) {
 		return true
 	}
-	return has(m, "execution of ") && has(m, " is over")
+	return f.any(mExecutionOf) && f.any(mIsOver)
 }
 
 // classifyForeign handles lines from other programs in journald output:
@@ -200,17 +234,18 @@ func classifyForeign(prog, m []byte) Kind {
 func refine(k Kind, level string, cont []byte) Kind {
 	switch k {
 	case CredentialsError:
-		if hasAny(cont, networkMarkers) {
+		if scan(view(cont)).any(mNetwork) {
 			return NetworkError
 		}
 	case Other:
 		if level != "WARN" && level != "ERROR" && level != "CRITICAL" {
 			return k
 		}
-		if hasAny(cont, networkMarkers) {
+		f := scan(view(cont))
+		if f.any(mNetwork) {
 			return NetworkError
 		}
-		if hasAny(cont, credentialMarkers) {
+		if f.any(mCredentials) {
 			return CredentialsError
 		}
 	}
@@ -231,16 +266,24 @@ func standalone(l *Line) bool {
 }
 
 // extract fills the facts later features need from an entry's first line.
-func extract(ev *Event, m []byte) {
-	ev.AgentVersion = versionAfter(m, "amazon-ssm-agent - v")
-	if ev.AgentVersion == "" {
+func extract(ev *Event, m []byte, f found) {
+	if !f.any(mFacts) {
+		return
+	}
+	if f.any(mVersionCore) {
+		ev.AgentVersion = versionAfter(m, "amazon-ssm-agent - v")
+	}
+	if ev.AgentVersion == "" && f.any(mBanner) {
 		ev.AgentVersion = versionAfter(m, "Amazon SSM Agent v")
 	}
-	if i := bytes.Index(m, []byte("aws.ssm.")); i >= 0 {
-		ev.CommandID = token(m[i+len("aws.ssm."):], '.')
+	if f.any(mAwsSsm) {
+		if i := bytes.Index(m, []byte("aws.ssm.")); i >= 0 {
+			ev.CommandID = token(m[i+len("aws.ssm."):], '.')
+		}
 	}
-	ev.DocumentID = documentID(m)
-	if i := bytes.Index(m, []byte("Sleeping for ")); i >= 0 && has(m, "before retrying retrieve credentials") {
+	ev.DocumentID = documentID(m, f)
+	if f.any(mSleeping) && f.any(mRetryCreds) {
+		i := bytes.Index(m, []byte("Sleeping for "))
 		if d, err := time.ParseDuration(token(m[i+len("Sleeping for "):], ' ')); err == nil && d > 0 {
 			ev.Backoff = d
 		}
@@ -280,17 +323,23 @@ func token(b []byte, stop byte) string {
 // documentID finds the document id in "[ssm-document-worker] [<id>]",
 // "document: <id> worker started", "Found in-progress document - <id>",
 // "sending document: <id> complete response" and "document <id> ...".
-func documentID(m []byte) string {
-	if i := bytes.Index(m, []byte("[ssm-document-worker] [")); i >= 0 {
-		return token(m[i+len("[ssm-document-worker] ["):], ']')
-	}
-	for _, p := range []string{"Found in-progress document - ", "document: "} {
-		if i := bytes.Index(m, []byte(p)); i >= 0 {
-			return token(m[i+len(p):], ' ')
+func documentID(m []byte, f found) string {
+	after := func(p string, stop byte) string {
+		i := bytes.Index(m, []byte(p))
+		if i < 0 {
+			return ""
 		}
+		return token(m[i+len(p):], stop)
 	}
-	if i := bytes.Index(m, []byte("document ")); i >= 0 && (has(m, "submission started") || has(m, "requested reboot")) {
-		return token(m[i+len("document "):], ' ')
+	switch {
+	case f.any(mDocTag):
+		return after("[ssm-document-worker] [", ']')
+	case f.any(mInProgress):
+		return after("Found in-progress document - ", ' ')
+	case f.any(mDocumentColon):
+		return after("document: ", ' ')
+	case f.any(mDocumentSpace) && (f.any(mSubmission) || f.any(mReboot)):
+		return after("document ", ' ')
 	}
 	return ""
 }

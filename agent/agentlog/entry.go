@@ -1,5 +1,7 @@
 package agentlog
 
+import "unsafe"
+
 // Entry is a classified entry as the Classifier hands it out: the event plus
 // where its lines are.
 type Entry struct {
@@ -34,6 +36,8 @@ type Classifier struct {
 	pending bool
 	cur     Entry
 	msg     []byte // the pending entry's first-line message (owned copy)
+	found   found  // the markers in msg
+	arena   []byte // the current block for messages (see intern)
 	// lastKind is what continuation lines after a flush carry.
 	lastKind Kind
 }
@@ -67,8 +71,10 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 		level = "-"
 	}
 	c.msg = append(c.msg[:0], l.Msg...)
+	var kind Kind
+	kind, c.found = classify(&l)
 	c.cur = Entry{
-		Event:     Event{Time: l.Time, File: c.File, Level: level, Kind: Classify(&l)},
+		Event:     Event{Time: l.Time, File: c.File, Level: level, Kind: kind},
 		FirstLine: c.lineNo, Lines: 1, Start: start, End: end,
 	}
 	c.pending = true
@@ -80,8 +86,8 @@ func (c *Classifier) Flush() {
 		return
 	}
 	c.pending = false
-	c.cur.Message = string(c.msg)
-	extract(&c.cur.Event, c.msg)
+	c.cur.Message = c.intern(c.msg)
+	extract(&c.cur.Event, c.msg, c.found)
 	c.lastKind = c.cur.Kind
 	e := c.cur
 	c.cur = Entry{}
@@ -101,4 +107,26 @@ func (c *Classifier) Reset() {
 	c.cur = Entry{}
 	c.lastKind = ""
 	c.lineNo = 0
+}
+
+// arenaBlock is the size of the blocks messages are copied into: one
+// allocation per few hundred entries instead of one per entry, which is most
+// of the garbage a busy log makes. A block is never written again once a
+// message in it is handed out; an event kept by a subscriber keeps its block
+// (64 KiB) alive.
+const arenaBlock = 64 << 10
+
+func (c *Classifier) intern(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if len(b) > arenaBlock/8 {
+		return string(b)
+	}
+	if cap(c.arena)-len(c.arena) < len(b) {
+		c.arena = make([]byte, 0, arenaBlock)
+	}
+	start := len(c.arena)
+	c.arena = append(c.arena, b...)
+	return unsafe.String(&c.arena[start], len(b))
 }

@@ -2,6 +2,7 @@ package agentlog
 
 import (
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -17,8 +18,24 @@ type Metrics struct {
 	version   *prometheus.GaugeVec
 	rotations *prometheus.CounterVec
 
+	// Resolved series, so that counting a line is no label hashing.
+	perFile   map[string]*lineCounters
+	kindIndex map[Kind]int
+	perKind   []prometheus.Counter
+	lastKind  []prometheus.Gauge
+
 	mu         sync.Mutex
 	curVersion string
+}
+
+// levelIndex maps a level token to its slot in perFile ("-" is last).
+func levelIndex(level string) int {
+	for i, lv := range levels {
+		if lv == level {
+			return i
+		}
+	}
+	return len(levels)
 }
 
 // NewMetrics registers the series on reg, with zeros for every file, level
@@ -51,41 +68,64 @@ func NewMetrics(reg prometheus.Registerer, files []string) *Metrics {
 		}, []string{"file"}),
 	}
 	reg.MustRegister(m.lines, m.events, m.lastEvent, m.truncated, m.version, m.rotations)
+	m.perFile = map[string]*lineCounters{}
 	for _, f := range files {
-		for _, lv := range levels {
-			m.lines.WithLabelValues(f, lv)
+		var c lineCounters
+		for i, lv := range levels {
+			c[i] = m.lines.WithLabelValues(f, lv)
 		}
-		m.lines.WithLabelValues(f, "-")
+		c[len(levels)] = m.lines.WithLabelValues(f, "-")
+		m.perFile[f] = &c
 		m.rotations.WithLabelValues(f)
 	}
-	for _, k := range Kinds {
-		m.events.WithLabelValues(string(k))
+	m.kindIndex = map[Kind]int{}
+	for i, k := range Kinds {
+		m.kindIndex[k] = i
+		m.perKind = append(m.perKind, m.events.WithLabelValues(string(k)))
+		m.lastKind = append(m.lastKind, m.lastEvent.WithLabelValues(string(k)))
 	}
 	return m
 }
 
-// entry counts one classified entry of the configured file name.
-func (m *Metrics) entry(file string, e *Entry) {
+// lineCounters are one file's line counters by level, resolved once.
+type lineCounters [len(levels) + 1]prometheus.Counter
+
+// fileLines returns the counters of a configured file name, nil for others
+// (no unbounded label values) or without metrics.
+func (m *Metrics) fileLines(file string) *lineCounters {
 	if m == nil {
+		return nil
+	}
+	return m.perFile[file]
+}
+
+// entry counts one classified entry's lines.
+func (c *lineCounters) entry(e *Entry) {
+	if c == nil {
 		return
 	}
-	m.lines.WithLabelValues(file, e.Level).Inc()
+	c[levelIndex(e.Level)].Inc()
 	if e.Lines > 1 {
-		m.lines.WithLabelValues(file, "-").Add(float64(e.Lines - 1))
+		c[len(levels)].Add(float64(e.Lines - 1))
 	}
 }
 
 // event counts an event handed to the sink.
-func (m *Metrics) event(ev *Event, nowUnix float64) {
+func (m *Metrics) event(ev *Event, now func() time.Time) {
 	if m == nil {
 		return
 	}
-	m.events.WithLabelValues(string(ev.Kind)).Inc()
-	ts := nowUnix
-	if !ev.Time.IsZero() {
-		ts = float64(ev.Time.UnixNano()) / 1e9
+	i, ok := m.kindIndex[ev.Kind]
+	if !ok {
+		return
 	}
-	m.lastEvent.WithLabelValues(string(ev.Kind)).Set(ts)
+	m.perKind[i].Inc()
+	t := ev.Time
+	if t.IsZero() {
+		t = now() // only then: reading the clock per line costs
+	}
+	ts := float64(t.UnixNano()) / 1e9
+	m.lastKind[i].Set(ts)
 	if ev.AgentVersion != "" {
 		m.mu.Lock()
 		if ev.AgentVersion != m.curVersion {

@@ -32,7 +32,7 @@ func (l *Line) Foreign() bool {
 
 // levels are seelog's %LEVEL tokens (amazon-ssm-agent
 // agent/log/logger/defaultconfig.go formats "%Date(...) %LEVEL %Msg%n").
-var levels = []string{"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"}
+var levels = [...]string{"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"}
 
 // ParseLine splits one physical line (without its newline) into its parts.
 // It never fails: a line it cannot make sense of has no time and no level

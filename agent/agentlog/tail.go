@@ -86,6 +86,7 @@ type source struct {
 	split    splitter
 	cls      Classifier
 	until    time.Time // drain deadline, zero for the current file
+	lines    *lineCounters
 	lastData time.Time
 	limit    int64 // read up to here in this pass (-1: to EOF)
 }
@@ -353,6 +354,7 @@ func (t *Tailer) open(name, path string, off int64) (*source, error) {
 }
 
 func (s *source) init(t *Tailer) {
+	s.lines = t.o.Metrics.fileLines(s.name)
 	s.cls = Classifier{File: s.name, Emit: func(e Entry) { t.emit(s, e) }}
 	s.split = splitter{line: func(b []byte, start, end int64, cut bool) {
 		if cut {
@@ -363,12 +365,12 @@ func (s *source) init(t *Tailer) {
 }
 
 func (t *Tailer) emit(s *source, e Entry) {
-	t.o.Metrics.entry(s.name, &e)
+	s.lines.entry(&e)
 	t.dirty = true
 	if e.Tail {
 		return
 	}
-	t.o.Metrics.event(&e.Event, float64(t.clk.Now().UnixNano())/1e9)
+	t.o.Metrics.event(&e.Event, t.clk.Now)
 	t.o.Sink(e.Event)
 }
 

@@ -11,9 +11,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/patchd/patchd/agent/agentlog"
 )
@@ -28,7 +31,20 @@ func main() {
 	count := flag.Bool("count", false, "only count events; print the count at exit")
 	stopAt := flag.String("stop-at", "", "exit once an event's message contains this")
 	debug := flag.Bool("debug", false, "log at debug level")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -47,8 +63,11 @@ func main() {
 			cancel()
 		}
 	}
+	// Metrics as the daemon keeps them, so that their cost is measured.
+	fileList := strings.Split(*files, ",")
+	metrics := agentlog.NewMetrics(prometheus.NewRegistry(), fileList)
 	t, err := agentlog.New(agentlog.Options{
-		Dir: *dir, Files: strings.Split(*files, ","), StatePath: *state,
+		Dir: *dir, Files: fileList, StatePath: *state, Metrics: metrics,
 		RotationGrace: *grace, PersistInterval: *persist, IdleFlush: *idle, Sink: sink,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level(*debug)})),
 	})
@@ -58,6 +77,7 @@ func main() {
 	}
 	if err := t.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 	if *count {
