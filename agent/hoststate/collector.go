@@ -21,11 +21,11 @@ var (
 		"Package updates available from the local package cache, all of them or only security ones.", "kind")
 	descKernelLatest = desc("kernel_running_is_latest",
 		"Whether the running kernel is the newest installed kernel package (0: a reboot would change kernel).")
-	descSummaryPackages = desc("aws_patch_summary_packages",
+	descSummaryPackages = desc("aws_patch_packages",
 		"Package counts of the last AWS-RunPatchBaseline Scan or Install on this host, by patch state.", "state")
-	descSummaryNonCompliant = desc("aws_patch_summary_noncompliant_packages",
+	descSummaryNonCompliant = desc("aws_patch_noncompliant_packages",
 		"Non-compliant package counts of the last AWS-RunPatchBaseline operation, by classification.", "class")
-	descSummaryEnd = desc("aws_patch_summary_operation_end_timestamp_seconds",
+	descSummaryEnd = desc("aws_patch_operation_end_timestamp_seconds",
 		"End time of the AWS-RunPatchBaseline operation the summary describes.")
 )
 
@@ -43,9 +43,9 @@ var checkDescs = []struct {
 	{"kernel",
 		desc("kernel_last_check_timestamp_seconds", "Time of the last successful running-kernel check."),
 		desc("kernel_check_errors_total", "Running-kernel checks that failed.")},
-	{"aws_patch_summary",
-		desc("aws_patch_summary_last_check_timestamp_seconds", "Time the AWS patch summary file was last read successfully."),
-		desc("aws_patch_summary_check_errors_total", "Reads of the AWS patch summary file that failed: missing, unreadable or of an unknown schema.")},
+	{"aws_patch",
+		desc("aws_patch_last_check_timestamp_seconds", "Time the AWS patch summary file was last read successfully."),
+		desc("aws_patch_check_errors_total", "Reads of the AWS patch summary file that failed: missing, unreadable or of an unknown schema.")},
 }
 
 // Describe implements prometheus.Collector.

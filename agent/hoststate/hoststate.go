@@ -238,7 +238,7 @@ func (h *HostState) CheckAll(ctx context.Context) {
 		}
 		return h.checkKernel(ctx, runner, fam)
 	})
-	h.record(&h.summary, "aws_patch_summary", func() error { return h.checkSummary(cfg) })
+	h.record(&h.summary, "aws_patch", func() error { return h.checkSummary(cfg) })
 }
 
 func (h *HostState) record(c *checkState, name string, check func() error) {

@@ -178,21 +178,21 @@ patchd_updates_pending{kind="security"} 77
 patchd_kernel_running_is_latest 0
 # TYPE patchd_kernel_check_errors_total counter
 patchd_kernel_check_errors_total 0
-# TYPE patchd_aws_patch_summary_packages gauge
-patchd_aws_patch_summary_packages{state="failed"} 0
-patchd_aws_patch_summary_packages{state="installed"} 198
-patchd_aws_patch_summary_packages{state="installed_other"} 1077
-patchd_aws_patch_summary_packages{state="installed_pending_reboot"} 0
-patchd_aws_patch_summary_packages{state="installed_rejected"} 0
-patchd_aws_patch_summary_packages{state="missing"} 0
-patchd_aws_patch_summary_packages{state="not_applicable"} 10254
-# TYPE patchd_aws_patch_summary_operation_end_timestamp_seconds gauge
-patchd_aws_patch_summary_operation_end_timestamp_seconds 1.635826648e+09
-# TYPE patchd_aws_patch_summary_check_errors_total counter
-patchd_aws_patch_summary_check_errors_total 0
+# TYPE patchd_aws_patch_packages gauge
+patchd_aws_patch_packages{state="failed"} 0
+patchd_aws_patch_packages{state="installed"} 198
+patchd_aws_patch_packages{state="installed_other"} 1077
+patchd_aws_patch_packages{state="installed_pending_reboot"} 0
+patchd_aws_patch_packages{state="installed_rejected"} 0
+patchd_aws_patch_packages{state="missing"} 0
+patchd_aws_patch_packages{state="not_applicable"} 10254
+# TYPE patchd_aws_patch_operation_end_timestamp_seconds gauge
+patchd_aws_patch_operation_end_timestamp_seconds 1.635826648e+09
+# TYPE patchd_aws_patch_check_errors_total counter
+patchd_aws_patch_check_errors_total 0
 `, "reboot_required", "reboot_required_since_timestamp_seconds", "reboot_required_last_check_timestamp_seconds",
 		"reboot_required_check_errors_total", "updates_pending", "kernel_running_is_latest", "kernel_check_errors_total",
-		"aws_patch_summary_packages", "aws_patch_summary_operation_end_timestamp_seconds", "aws_patch_summary_check_errors_total")
+		"aws_patch_packages", "aws_patch_operation_end_timestamp_seconds", "aws_patch_check_errors_total")
 
 	// The marker goes away at the reboot: no longer required, time cleared
 	// and the cleared state persisted.
@@ -230,10 +230,10 @@ patchd_updates_pending{kind="all"} 8
 patchd_updates_pending{kind="security"} 6
 # TYPE patchd_kernel_running_is_latest gauge
 patchd_kernel_running_is_latest 1
-# TYPE patchd_aws_patch_summary_check_errors_total counter
-patchd_aws_patch_summary_check_errors_total 1
+# TYPE patchd_aws_patch_check_errors_total counter
+patchd_aws_patch_check_errors_total 1
 `, "reboot_required", "reboot_required_since_timestamp_seconds", "updates_pending", "kernel_running_is_latest",
-		"aws_patch_summary_check_errors_total", "aws_patch_summary_packages")
+		"aws_patch_check_errors_total", "aws_patch_packages")
 
 	// A restart a day later: the time the reboot became required is the
 	// first one seen, not the restart's.
@@ -267,8 +267,8 @@ patchd_reboot_required_check_errors_total 1
 patchd_updates_pending_check_errors_total 1
 # TYPE patchd_kernel_check_errors_total counter
 patchd_kernel_check_errors_total 1
-# TYPE patchd_aws_patch_summary_check_errors_total counter
-patchd_aws_patch_summary_check_errors_total 1
+# TYPE patchd_aws_patch_check_errors_total counter
+patchd_aws_patch_check_errors_total 1
 `},
 		// dnf without the needs-restarting plugin exits 1 as for "reboot
 		// required": a check error, and no patchd_reboot_required at all.
@@ -287,8 +287,8 @@ patchd_updates_pending{kind="security"} 0
 patchd_updates_pending_check_errors_total 0
 # TYPE patchd_kernel_check_errors_total counter
 patchd_kernel_check_errors_total 0
-# TYPE patchd_aws_patch_summary_check_errors_total counter
-patchd_aws_patch_summary_check_errors_total 1
+# TYPE patchd_aws_patch_check_errors_total counter
+patchd_aws_patch_check_errors_total 1
 `},
 		{"no dnf cache", func(t *testing.T, fh fixtureHost) {
 			fh.rhel(t, false)
@@ -305,16 +305,16 @@ patchd_reboot_required_check_errors_total 0
 patchd_updates_pending_check_errors_total 1
 # TYPE patchd_kernel_check_errors_total counter
 patchd_kernel_check_errors_total 0
-# TYPE patchd_aws_patch_summary_packages gauge
-patchd_aws_patch_summary_packages{state="failed"} 0
-patchd_aws_patch_summary_packages{state="installed"} 198
-patchd_aws_patch_summary_packages{state="installed_other"} 1077
-patchd_aws_patch_summary_packages{state="installed_pending_reboot"} 0
-patchd_aws_patch_summary_packages{state="installed_rejected"} 0
-patchd_aws_patch_summary_packages{state="missing"} 0
-patchd_aws_patch_summary_packages{state="not_applicable"} 10254
-# TYPE patchd_aws_patch_summary_check_errors_total counter
-patchd_aws_patch_summary_check_errors_total 0
+# TYPE patchd_aws_patch_packages gauge
+patchd_aws_patch_packages{state="failed"} 0
+patchd_aws_patch_packages{state="installed"} 198
+patchd_aws_patch_packages{state="installed_other"} 1077
+patchd_aws_patch_packages{state="installed_pending_reboot"} 0
+patchd_aws_patch_packages{state="installed_rejected"} 0
+patchd_aws_patch_packages{state="missing"} 0
+patchd_aws_patch_packages{state="not_applicable"} 10254
+# TYPE patchd_aws_patch_check_errors_total counter
+patchd_aws_patch_check_errors_total 0
 `},
 		{"unknown summary schema", func(t *testing.T, fh fixtureHost) {
 			fh.debian(t)
@@ -332,8 +332,8 @@ patchd_updates_pending{kind="security"} 77
 patchd_updates_pending_check_errors_total 0
 # TYPE patchd_kernel_check_errors_total counter
 patchd_kernel_check_errors_total 0
-# TYPE patchd_aws_patch_summary_check_errors_total counter
-patchd_aws_patch_summary_check_errors_total 1
+# TYPE patchd_aws_patch_check_errors_total counter
+patchd_aws_patch_check_errors_total 1
 `},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -342,8 +342,8 @@ patchd_aws_patch_summary_check_errors_total 1
 			h := fh.new(clockwork.NewFakeClockAt(t0))
 			h.CheckAll(context.Background())
 			compare(t, h, tc.want, "reboot_required", "reboot_required_check_errors_total", "updates_pending",
-				"updates_pending_check_errors_total", "kernel_check_errors_total", "aws_patch_summary_packages",
-				"aws_patch_summary_check_errors_total")
+				"updates_pending_check_errors_total", "kernel_check_errors_total", "aws_patch_packages",
+				"aws_patch_check_errors_total")
 		})
 	}
 }
