@@ -94,7 +94,13 @@ func (d *daemon) setupCycle() error {
 	d.addActor("cycle", e.Run)
 
 	d.control.Mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		control.WriteJSON(w, http.StatusOK, statusReply{Status: e.Status(), Watched: watchedFolders(cfg.Paths.AgentData)})
+		// The command watcher is set up after the cycle (producers last);
+		// by the time a request comes it is there.
+		watched := watchedFolders(cfg.Paths.AgentData)
+		if d.commands != nil && d.commands.watcher != nil {
+			watched = d.commands.watcher.Watched()
+		}
+		control.WriteJSON(w, http.StatusOK, statusReply{Status: e.Status(), Watched: watched})
 	})
 	d.control.Mux.HandleFunc("POST /v1/gate", func(w http.ResponseWriter, r *http.Request) {
 		var req cycle.GateRequest
