@@ -181,6 +181,12 @@ func (e *Engine) Run(ctx context.Context) error {
 				e.attachSnapshot(true)
 				e.save()
 			}
+			// Gates still queued get an answer rather than a hung socket.
+			for _, m := range e.take() {
+				if g, ok := m.(gateMsg); ok {
+					g.reply <- GateReply{Error: "patchd is stopping; run the gate again once it is back"}
+				}
+			}
 			return nil
 		case <-e.wake:
 			for _, m := range e.take() {
