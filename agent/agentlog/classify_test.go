@@ -175,3 +175,36 @@ func TestClassifierOffsets(t *testing.T) {
 		t.Errorf("tail entry %+v", e)
 	}
 }
+
+// TestClassifyStream is what `patchd agent-log classify` prints, on every
+// sample and on input without a final newline, with CRLF, NULs and an
+// over-long line.
+func TestClassifyStream(t *testing.T) {
+	logs, _ := filepath.Glob("testdata/*/*.log")
+	for _, path := range logs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := ClassifyStream(bytes.NewReader(data), &out); err != nil {
+			t.Fatal(err)
+		}
+		var want strings.Builder
+		for i, row := range readExpected(t, path+".expected.tsv") {
+			fmt.Fprintf(&want, "%d\t%s\n", i+1, row)
+		}
+		if out.String() != want.String() {
+			t.Errorf("%s:\ngot\n%swant\n%s", path, out.String(), want.String())
+		}
+	}
+	junk := "2024-10-21 10:00:00 ERROR x: dial tcp\r\n\x00\xff\xfe\n" + strings.Repeat("z", 3*MaxLine) + "\n2024-10-21 10:00:01 INFO Bye."
+	var out bytes.Buffer
+	if err := ClassifyStream(strings.NewReader(junk), &out); err != nil {
+		t.Fatal(err)
+	}
+	want := "1\tERROR\tnetwork_error\n2\t-\tnetwork_error\n3\t-\tnetwork_error\n4\tINFO\tagent_stop\n"
+	if out.String() != want {
+		t.Errorf("junk:\ngot\n%swant\n%s", out.String(), want)
+	}
+}

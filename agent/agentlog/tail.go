@@ -488,6 +488,16 @@ func (t *Tailer) maybePersist(force bool) {
 	if !t.dirty || (!force && t.clk.Since(t.lastPersist) < t.o.PersistInterval) {
 		return
 	}
+	if err := atomicfile.WriteJSON(t.o.StatePath, t.snapshot(), 0o600); err != nil {
+		t.log.Error("cannot persist agent log offsets; a restart may read lines again", "path", t.o.StatePath, "err", err)
+		return
+	}
+	t.dirty = false
+	t.lastPersist = t.clk.Now()
+}
+
+// snapshot is the offsets state of every followed file.
+func (t *Tailer) snapshot() offsetsState {
 	st := offsetsState{Version: stateVersion}
 	for _, fl := range t.follow {
 		for _, s := range fl.old {
@@ -499,12 +509,7 @@ func (t *Tailer) maybePersist(force bool) {
 			st.Files = append(st.Files, fileState{Name: fl.name})
 		}
 	}
-	if err := atomicfile.WriteJSON(t.o.StatePath, st, 0o600); err != nil {
-		t.log.Error("cannot persist agent log offsets; a restart may read lines again", "path", t.o.StatePath, "err", err)
-		return
-	}
-	t.dirty = false
-	t.lastPersist = t.clk.Now()
+	return st
 }
 
 func (s *source) state(rotated bool) fileState {

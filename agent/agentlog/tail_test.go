@@ -442,3 +442,53 @@ func (h *harness) expectPerWriter(want []string) {
 		h.t.Fatalf("per writer:\n got %s\nwant %s", g, w)
 	}
 }
+
+// TestTailMetrics checks the series after a few entries: lines by level
+// (continuations as "-"), events by kind, and one version series, the
+// version of the last start banner.
+func TestTailMetrics(t *testing.T) {
+	h := newHarness(t)
+	f := openAppend(t, filepath.Join(h.dir, agentLog))
+	h.start()
+	h.quiet()
+	text := "2024-10-21 10:00:00.0000 INFO [amazon-ssm-agent] amazon-ssm-agent - v3.3.1000.0\n" +
+		"2024-10-21 10:00:01.0000 ERROR [amazon-ssm-agent] Retrieve credentials produced error: AccessDeniedException\n" +
+		"\tstatus code: 400, request id: 1\n" +
+		"2024-10-21 10:00:02.0000 INFO [amazon-ssm-agent] Starting Core Agent: amazon-ssm-agent - v3.3.1142.0\n"
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
+	h.expect("[amazon-ssm-agent] amazon-ssm-agent - v3.3.1000.0",
+		"[amazon-ssm-agent] Retrieve credentials produced error: AccessDeniedException",
+		"[amazon-ssm-agent] Starting Core Agent: amazon-ssm-agent - v3.3.1142.0")
+	for _, tc := range []struct {
+		m    prometheus.Metric
+		want float64
+	}{
+		{h.m.lines.WithLabelValues(agentLog, "INFO"), 2},
+		{h.m.lines.WithLabelValues(agentLog, "ERROR"), 1},
+		{h.m.lines.WithLabelValues(agentLog, "-"), 1},
+		{h.m.lines.WithLabelValues("errors.log", "INFO"), 0},
+		{h.m.events.WithLabelValues(string(AgentStart)), 2},
+		{h.m.events.WithLabelValues(string(CredentialsError)), 1},
+		{h.m.lastEvent.WithLabelValues(string(CredentialsError)), float64(time.Date(2024, 10, 21, 10, 0, 1, 0, time.Local).Unix())},
+	} {
+		if got := value(t, tc.m); got != tc.want {
+			t.Errorf("%s = %v, want %v", tc.m.Desc(), got, tc.want)
+		}
+	}
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "patchd_agent_version_info" {
+			continue
+		}
+		if len(mf.Metric) != 1 || mf.Metric[0].Label[0].GetValue() != "3.3.1142.0" {
+			t.Errorf("patchd_agent_version_info = %v, want one series for 3.3.1142.0", mf.Metric)
+		}
+		return
+	}
+	t.Error("no patchd_agent_version_info")
+}
