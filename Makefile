@@ -70,8 +70,15 @@ bench-hooks: build
 bench-cycle:
 	set -o pipefail; PATCHD_BENCH_CYCLE=1 $(GO) test -count=1 -timeout 10m -run 'TestBenchCycleLatency$$' -v ./cmd/patchd | grep -E 'cycle latency|baseline|over the|^(ok|FAIL|---)'
 
+# 1 GiB agent log through the tailer vs wc -l (ratio, peak RSS), the classifier
+# alone, and the rotation torture test in its long form (1000 rotations).
 bench-agentlog:
-	@echo "bench-agentlog: not yet"
+	@mkdir -p $(BUILD)
+	PATCHD_AGENTLOG_BENCH_MB=1024 PATCHD_AGENTLOG_BENCH_OUT=$(CURDIR)/$(BUILD)/bench-agentlog.txt \
+	  $(GO) test -count=1 -timeout 20m -run '^TestIngestVsWc$$' -v ./agent/agentlog/
+	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkClassifier$$' -benchmem ./agent/agentlog/
+	set -o pipefail; PATCHD_AGENTLOG_TORTURE=long $(GO) test -count=1 -timeout 30m -run '^TestRotationTorture$$' -v ./agent/agentlog/ \
+	  | grep -E 'rotations|^(ok|FAIL|---)'
 
 bench-scrape:
 	@echo "bench-scrape: not yet"
