@@ -570,9 +570,9 @@ func TestRealPrometheusScrapesACycle(t *testing.T) {
 	certFile, keyFile, pool := selfSignedCert(t, h.tr.Root)
 	hash, err := bcrypt.GenerateFromPassword([]byte("fleet-secret"), bcrypt.MinCost)
 	must(t, err)
+	// The documented example, with this test's certificate and password.
 	webCfg := filepath.Join(h.tr.Root, "web-config.yml")
-	must(t, os.WriteFile(webCfg, []byte("tls_server_config:\n  cert_file: "+certFile+"\n  key_file: "+keyFile+
-		"\nbasic_auth_users:\n  prometheus: "+string(hash)+"\n"), 0o600))
+	must(t, os.WriteFile(webCfg, []byte(exampleWebConfig(t, certFile, keyFile, string(hash))), 0o600))
 	h.scheme, h.user, h.password = "https", "prometheus", "fleet-secret"
 	h.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
 	h.extra = append(h.extra, "--web.config.file="+webCfg)
@@ -731,4 +731,50 @@ scrape_configs:
 			}
 		}
 	}
+}
+
+// exampleWebConfig is packaging/prometheus/web-config.example.yml with its
+// placeholders replaced.
+func exampleWebConfig(t *testing.T, certFile, keyFile, hash string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../packaging/prometheus/web-config.example.yml")
+	must(t, err)
+	out := strings.NewReplacer("/etc/patchd/tls/patchd.crt", certFile, "/etc/patchd/tls/patchd.key", keyFile).Replace(string(b))
+	out = regexp.MustCompile(`(?m)^  prometheus: .*$`).ReplaceAllLiteralString(out, "  prometheus: "+hash)
+	if out == string(b) || !strings.Contains(out, hash) {
+		t.Fatal("web-config.example.yml changed: update exampleWebConfig's replacements")
+	}
+	return out
+}
+
+// The shipped Prometheus files are valid: rules (and their unit tests), the
+// example scrape configuration, the example web configuration.
+func TestPrometheusPackagingFiles(t *testing.T) {
+	t.Parallel()
+	promtool := needTool(t, "promtool")
+	run := func(dir string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	pkg, err := filepath.Abs("../../packaging/prometheus")
+	must(t, err)
+	run(pkg, "check", "rules", "patchd-alerts.yml")
+	run(pkg, "test", "rules", "patchd-alerts.test.yml")
+
+	dir := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(pkg, "prometheus-scrape.example.yml"))
+	must(t, err)
+	scrape := strings.ReplaceAll(string(b), "/etc/prometheus/patchd-alerts.yml", filepath.Join(pkg, "patchd-alerts.yml"))
+	must(t, os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(scrape), 0o644))
+	run(dir, "check", "config", "prometheus.yml")
+
+	certFile, keyFile, _ := selfSignedCert(t, dir)
+	hash, err := bcrypt.GenerateFromPassword([]byte("x"), bcrypt.MinCost)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "web.yml"), []byte(exampleWebConfig(t, certFile, keyFile, string(hash))), 0o600))
+	run(dir, "check", "web-config", "web.yml")
 }
