@@ -155,7 +155,8 @@ func (c *container) start() {
 		close(exited)
 	}(c.exited)
 
-	err = poll(90*time.Second, func() (bool, error) {
+	// Generous: a boot takes 2-5 s idle, far longer on a loaded CI host.
+	err = poll(3*time.Minute, func() (bool, error) {
 		select {
 		case <-c.exited:
 			return false, fmt.Errorf("systemd-nspawn exited with %d before the container booted", c.status)
