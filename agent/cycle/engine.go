@@ -625,6 +625,9 @@ func (e *Engine) close(ctx context.Context) {
 		Status: c.Document.Status, Result: c.Result, Rebooted: e.rebooted(c), Also: c.Also,
 		PackagesError: c.PackagesError,
 	}
+	if entry.DocumentID == "" {
+		entry.DocumentID = c.GateDocumentID // the gate's own document was the run
+	}
 	for _, p := range []string{PhasePrePatch, PhasePreReboot, PhasePostPatch} {
 		if ps := c.Phases[p]; ps != nil {
 			for _, h := range ps.Hooks {

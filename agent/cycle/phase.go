@@ -182,6 +182,9 @@ func (e *Engine) env(c *Cycle, phase hooks.Phase, attempt int) hooks.Env {
 	if env.CommandID == "" {
 		env.CommandID = c.Document.DocumentID
 	}
+	if env.CommandID == "" {
+		env.CommandID = c.GateDocumentID
+	}
 	if phase == hooks.PostPatch {
 		env.Result = c.Result
 		if env.Result == "" {

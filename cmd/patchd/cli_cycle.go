@@ -103,8 +103,12 @@ func documentWorkerID(pid int) string {
 			return ""
 		}
 		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if len(args) >= 2 && filepath.Base(args[0]) == "ssm-document-worker" {
-			return args[1]
+		// The worker's own name is argv[0]; argv[1] when an interpreter
+		// runs it (a wrapper script in its place).
+		for i := 0; i < 2 && i+1 < len(args); i++ {
+			if filepath.Base(args[i]) == "ssm-document-worker" {
+				return args[i+1]
+			}
 		}
 	}
 	return ""

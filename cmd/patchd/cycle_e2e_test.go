@@ -487,6 +487,42 @@ func TestCycleGateAndObserved(t *testing.T) {
 	}
 }
 
+// TestCycleGateInItsDocument is packaging/ssm/patchd-PatchWithHooks.json's
+// flow: the gate runs under the agent's document worker, finds its document
+// from it, and the cycle ends when that document's state file goes.
+func TestCycleGateInItsDocument(t *testing.T) {
+	t.Parallel()
+	e := newCycleEnv(t)
+	e.start(0)
+	spec := ssmsim.RunShellScript("/usr/bin/patchd gate pre-patch")
+	spec.DocumentName = "patchd-PatchWithHooks"
+	d, err := e.agent.Submit(spec)
+	must(t, err)
+	must(t, d.Start())
+	// The worker stays the gate's parent, as ssm-document-worker does.
+	worker := filepath.Join(e.bin, "ssm-document-worker")
+	must(t, os.WriteFile(worker, []byte("#!/bin/sh\nshift\n\"$@\"\n"), 0o755))
+	args := append([]string{d.ID(), patchdBin, "gate", "pre-patch"}, e.tr.flags()...)
+	out, err := exec.Command(worker, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("gate under the worker: %v\n%s", err, out)
+	}
+	st, err := cycle.StatusFromFile(e.tr.State)
+	if err != nil || st.Current == nil || st.Current.GateDocumentID != d.ID() {
+		t.Fatalf("the gate did not find its document %s: %+v %v", d.ID(), st.Current, err)
+	}
+	e.expect(1, 0, 0)
+	must(t, d.Run(ssm.StatusSuccess, false, nil))
+	e.waitFor("the cycle to close", func() bool { return e.closed(1) })
+	e.expect(1, 0, 1)
+	if l := e.ledger()[0]; l.Trigger != "gate" || l.DocumentID != d.ID() {
+		t.Errorf("ledger entry: %+v", l)
+	}
+	if l := e.line("post-patch/10-undrain"); !strings.Contains(l, "cmd="+d.ID()) {
+		t.Errorf("post-patch env: %s", l)
+	}
+}
+
 func TestCycleGateFailureAndUnreachable(t *testing.T) {
 	t.Parallel()
 	e := newCycleEnv(t)
