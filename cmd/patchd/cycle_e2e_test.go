@@ -319,6 +319,11 @@ func installWithReboot(t *testing.T, e *cycleEnv, armBefore, armAfter int) {
 	must(t, d.Start())
 	must(t, d.RunStep(""))
 	e.waitFor("pre-patch", func() bool { return e.phaseCount("pre-patch") == 2 })
+	// The open-time package snapshot is in cycle.json once the cycle waits.
+	e.waitFor("the cycle to wait", func() bool {
+		st, err := cycle.StatusFromFile(e.tr.State)
+		return err == nil && st.Current != nil && (st.Current.Phase == cycle.PhaseWaiting || st.Current.RebootRequested)
+	})
 	e.setPackages("bash\t5.2-2\tamd64", "openssl\t3.0.1-1\tamd64", "linux-image-6.1\t6.1.1\tamd64")
 	must(t, d.RequestReboot("PatchLinux"))
 	// Wait for patchd to have recorded the phase, not just for the hook's
@@ -351,7 +356,11 @@ func TestCycleInstallWithReboot(t *testing.T) {
 		len(l.Packages.Upgraded) != 1 || l.Packages.Upgraded[0].To != "5.2-2" || len(l.Packages.Installed) != 1 || len(l.Hooks) != 5 {
 		t.Errorf("ledger entry: %+v", l)
 	}
-	code, out, _ := runPatchd(t, append([]string{"status"}, e.tr.flags()...)...)
+	code, out, _ := runPatchd(t, append([]string{"history"}, e.tr.flags()...)...)
+	if code != 0 || !strings.Contains(out, "AWS-RunPatchBaseline") || !strings.Contains(out, "success  observed") {
+		t.Errorf("history: %d %s", code, out)
+	}
+	code, out, _ = runPatchd(t, append([]string{"status"}, e.tr.flags()...)...)
 	if code != 0 || !strings.Contains(out, "No open cycle") || !strings.Contains(out, "Last cycle") || !strings.Contains(out, simInstance) {
 		t.Errorf("status: %d %s", code, out)
 	}
@@ -560,6 +569,12 @@ func TestCyclePreRebootAtShutdown(t *testing.T) {
 	e.stop()
 	if e.phaseCount("pre-reboot") != 1 {
 		t.Fatalf("pre-reboot did not run at the stop:\n%s", e.p.stderr.String())
+	}
+	// With the daemon down, status reads the state file and says so.
+	code, out, errOut := runPatchd(t, append([]string{"status"}, e.tr.flags()...)...)
+	if code != 0 || !strings.Contains(errOut, "not reachable") || !strings.Contains(out, "Open cycle") ||
+		!strings.Contains(out, d.ID()) || !strings.Contains(out, "pre-reboot/10-flush") {
+		t.Errorf("status with the daemon down: exit %d\n%s%s", code, out, errOut)
 	}
 	must(t, os.Remove(e.down))
 	e.start(0)
