@@ -208,3 +208,27 @@ func TestClassifyStream(t *testing.T) {
 		t.Errorf("junk:\ngot\n%swant\n%s", out.String(), want)
 	}
 }
+
+// TestScanMatchesSubstringSearch: the one-pass, every-third-position scan
+// finds exactly the markers a search for each would, wherever they sit.
+func TestScanMatchesSubstringSearch(t *testing.T) {
+	var lines []string
+	logs, _ := filepath.Glob("testdata/*/*.log")
+	for _, p := range logs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, strings.Split(string(b), "\n")...)
+	}
+	for _, p := range markers.pats {
+		for pad := 0; pad < 4; pad++ { // every alignment to the stride
+			lines = append(lines, strings.Repeat("x", pad)+p, strings.Repeat(".", pad)+p+"y", p[:len(p)-1])
+		}
+	}
+	for _, l := range lines {
+		if got, want := scan(l), naiveScan(l); got != want {
+			t.Errorf("scan(%q) = %v, want %v", l, got, want)
+		}
+	}
+}

@@ -55,6 +55,9 @@ func FuzzClassify(f *testing.F) {
 			if l.Level != "" && !slices.Contains(levels[:], l.Level) {
 				t.Fatalf("ParseLine(%q) level %q", line, l.Level)
 			}
+			if got, want := scan(string(line)), naiveScan(string(line)); got != want {
+				t.Fatalf("scan(%q) = %v, substring search finds %v", line, got, want)
+			}
 		}
 	})
 }
@@ -123,4 +126,15 @@ func FuzzRestore(f *testing.F) {
 			t.Fatalf("the offsets it would write do not parse: %v\n%s", err, b)
 		}
 	})
+}
+
+// naiveScan is what scan must return: every marker, searched for one by one.
+func naiveScan(m string) found {
+	var f found
+	for id, p := range markers.pats {
+		if strings.Contains(m, p) {
+			f[id/64] |= 1 << (id % 64)
+		}
+	}
+	return f
 }

@@ -83,6 +83,15 @@ func main() {
 	if *count {
 		fmt.Println(n)
 	}
+	// The peak RSS of this process alone: the rusage a parent gets from
+	// wait4 keeps the high-water mark of the forked parent's memory.
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "VmHWM:") {
+				fmt.Fprintln(os.Stderr, "peak", strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:")))
+			}
+		}
+	}
 }
 
 func level(debug bool) slog.Level {
