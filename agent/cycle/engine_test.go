@@ -593,3 +593,20 @@ func value(c prometheus.Metric) float64 {
 	}
 	return m.Counter.GetValue()
 }
+
+func TestRefusedHooks(t *testing.T) {
+	r := &fakeRunner{hooks: map[hooks.Phase][]string{
+		hooks.PrePatch: {"10-ok", "refused-20"}, hooks.PostPatch: {"refused-10", "20-ok"},
+	}}
+	h := newHarness(t, r)
+	rep := h.e.Gate(context.Background(), GateRequest{Phase: "pre-patch", WaitForPatch: true})
+	if rep.OK || len(rep.Hooks) != 2 || rep.Hooks[1].Outcome != "refused" {
+		t.Fatalf("a refused pre-patch hook must fail the gate: %+v", rep)
+	}
+	rep = h.e.Gate(context.Background(), GateRequest{Phase: "post-patch"})
+	if rep.OK {
+		t.Errorf("post-patch with a refused hook reported OK: %+v", rep)
+	}
+	// Refusals go through the runner once each (its metrics), never retried.
+	h.counts(t, map[string]int{"pre-patch/10-ok": 1, "pre-patch/refused-20": 1, "post-patch/refused-10": 1, "post-patch/20-ok": 1})
+}

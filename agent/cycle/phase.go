@@ -140,7 +140,13 @@ func hookState(ps *PhaseState, name, phase string) *HookState {
 // finish.
 func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.Hook, hs *HookState) bool {
 	if h.State == hooks.Refused {
+		// The runner starts nothing for a refused hook; asking it counts the
+		// refusal in its metrics.
+		res := e.o.Runner.RunHook(ctx, h, e.env(c, h.Phase, max(hs.Attempt, 1)))
 		hs.Outcome, hs.Error, hs.Finished, hs.ExitCode = string(hooks.Refusal), h.Reason, true, -1
+		if res.Error != "" {
+			hs.Error = res.Error
+		}
 		ps.Failed = true
 		e.log.Error("hook refused", "phase", hs.Phase, "hook", h.Name, "reason", h.Reason)
 		e.save()
