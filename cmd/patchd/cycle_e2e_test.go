@@ -674,3 +674,22 @@ func TestCyclePostPatchRetries(t *testing.T) {
 		t.Errorf("ledger: %+v", l)
 	}
 }
+
+// TestCycleCorruptStateFile: a cycle.json that does not parse is kept aside
+// and patchd starts without an open cycle instead of refusing to start.
+func TestCycleCorruptStateFile(t *testing.T) {
+	t.Parallel()
+	e := newCycleEnv(t)
+	must(t, os.MkdirAll(e.tr.State, 0o700))
+	must(t, os.WriteFile(filepath.Join(e.tr.State, cycle.FileName), []byte("{\"version\": 1, \"current\": {"), 0o600))
+	e.start(0)
+	if !e.logHas("cycle state lost") {
+		t.Errorf("no log line about the lost state")
+	}
+	if _, err := os.Stat(filepath.Join(e.tr.State, cycle.FileName+".corrupt")); err != nil {
+		t.Errorf("the corrupt state was not kept aside: %v", err)
+	}
+	if code, out, errOut := e.gate("pre-patch", "--wait-for-patch"); code != 0 {
+		t.Errorf("gate after a corrupt state: exit %d\n%s%s", code, out, errOut)
+	}
+}
