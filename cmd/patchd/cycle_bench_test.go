@@ -51,7 +51,7 @@ func TestBenchCycleLatency(t *testing.T) {
 	must(t, os.WriteFile(baseHook, []byte("#!/bin/bash\necho \"$EPOCHREALTIME\" >> "+baseStamps+"\n"), 0o755))
 
 	args := append([]string{"run"}, e.tr.flags()...)
-	args = append(args, "--web.listen-address=", "--log.level=warn")
+	args = append(args, "--web.listen-address=", "--log.level=warn", "--imds.endpoint=http://127.0.0.1:9", "--no-agent.restart")
 	cmd := exec.Command(bin, args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out

@@ -121,7 +121,10 @@ func (e *cycleEnv) start(killAfter int) *daemonProc {
 	t := e.t
 	t.Helper()
 	args := append([]string{"run"}, e.tr.flags()...)
-	args = append(args, "--web.listen-address=", "--hooks.post-patch-retry-backoff=50ms")
+	// IMDS on a closed loopback port: the role watcher must not reach out
+	// of the machine; the keeper only watches.
+	args = append(args, "--web.listen-address=", "--hooks.post-patch-retry-backoff=50ms",
+		"--imds.endpoint=http://127.0.0.1:9", "--no-agent.restart")
 	cmd := exec.Command(patchdBin, args...)
 	cmd.Env = append(os.Environ(), "PATH="+e.bin+":"+os.Getenv("PATH"))
 	if killAfter > 0 {
