@@ -220,30 +220,34 @@ func (h *HostState) family() (family, error) {
 func (h *HostState) CheckAll(ctx context.Context) {
 	cfg, runner := h.config()
 	fam, famErr := h.family()
-	h.record(&h.reboot, "reboot_required", func() error {
+	h.record(ctx, &h.reboot, "reboot_required", func() error {
 		if famErr != nil {
 			return famErr
 		}
 		return h.checkReboot(ctx, cfg, runner, fam)
 	})
-	h.record(&h.updates, "updates_pending", func() error {
+	h.record(ctx, &h.updates, "updates_pending", func() error {
 		if famErr != nil {
 			return famErr
 		}
 		return h.checkUpdates(ctx, cfg, runner, fam)
 	})
-	h.record(&h.kernel, "kernel", func() error {
+	h.record(ctx, &h.kernel, "kernel", func() error {
 		if famErr != nil {
 			return famErr
 		}
 		return h.checkKernel(ctx, runner, fam)
 	})
-	h.record(&h.summary, "aws_patch", func() error { return h.checkSummary(cfg) })
+	h.record(ctx, &h.summary, "aws_patch", func() error { return h.checkSummary(cfg) })
 }
 
-func (h *HostState) record(c *checkState, name string, check func() error) {
+func (h *HostState) record(ctx context.Context, c *checkState, name string, check func() error) {
 	start := h.clock.Now()
 	err := check()
+	if ctx.Err() != nil {
+		// Cut short by the stop: not the host's fault.
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
@@ -336,6 +340,9 @@ func (h *HostState) checkUpdates(ctx context.Context, cfg config.HostState, r Ru
 		case 100:
 			if p.All, err = ParseDNFCheckUpdate(res.Stdout); err != nil {
 				return err
+			}
+			if p.All == 0 {
+				return fmt.Errorf("%s check-update exited 100 (updates available) but listed no package patchd can read: %q", fam, head(res.Stdout))
 			}
 		default:
 			return fmt.Errorf("%s check-update exited %d: %s", fam, res.Code, head(res.Stderr+res.Stdout))

@@ -316,6 +316,35 @@ patchd_aws_patch_packages{state="not_applicable"} 10254
 # TYPE patchd_aws_patch_check_errors_total counter
 patchd_aws_patch_check_errors_total 0
 `},
+		// Exit 100 promises updates; rows patchd cannot read are an error,
+		// not "0 pending".
+		{"check-update rows unreadable", func(t *testing.T, fh fixtureHost) {
+			fh.rhel(t, false)
+			fh.script(t, "dnf", `case "$*" in
+*needs-restarting*) /bin/cat "$TD/needs-restarting-r.not-required.txt"; exit 0;;
+*check-update*) echo "Neue Pakete verfuegbar"; exit 100;;
+*) exit 0;;
+esac`)
+			fh.summary(t)
+		}, `# TYPE patchd_reboot_required gauge
+patchd_reboot_required 0
+# TYPE patchd_reboot_required_check_errors_total counter
+patchd_reboot_required_check_errors_total 0
+# TYPE patchd_updates_pending_check_errors_total counter
+patchd_updates_pending_check_errors_total 1
+# TYPE patchd_kernel_check_errors_total counter
+patchd_kernel_check_errors_total 0
+# TYPE patchd_aws_patch_packages gauge
+patchd_aws_patch_packages{state="failed"} 0
+patchd_aws_patch_packages{state="installed"} 198
+patchd_aws_patch_packages{state="installed_other"} 1077
+patchd_aws_patch_packages{state="installed_pending_reboot"} 0
+patchd_aws_patch_packages{state="installed_rejected"} 0
+patchd_aws_patch_packages{state="missing"} 0
+patchd_aws_patch_packages{state="not_applicable"} 10254
+# TYPE patchd_aws_patch_check_errors_total counter
+patchd_aws_patch_check_errors_total 0
+`},
 		{"unknown summary schema", func(t *testing.T, fh fixtureHost) {
 			fh.debian(t)
 			if err := os.WriteFile(filepath.Join(fh.patchDir, PatchSummaryFile), []byte(`{"TypeName":"AWS:PatchSummary","SchemaVersion":"9.9","Content":[]}`), 0o644); err != nil {
