@@ -74,9 +74,13 @@ func newTestTree(t *testing.T) testTree {
 	return tr
 }
 
-// flags returns the --path.* flags (and config file) for the tree.
+// flags returns the --path.* flags (and config file) for the tree. IMDS
+// points at a closed loopback port: a test must never reach the real
+// metadata address; tests that need IMDS pass their own --imds.endpoint
+// later on the command line, which wins.
 func (tr testTree) flags() []string {
 	return []string{
+		"--imds.endpoint=http://127.0.0.1:9",
 		"--config.file=" + tr.Config,
 		"--path.hooks=" + tr.Hooks,
 		"--path.state=" + tr.State,
