@@ -42,6 +42,11 @@ func rootfsTar(buildDir string) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(root)
+	// MkdirTemp makes it 0700 and tar keeps that for "./": a root only
+	// root can enter, where dbus (user messagebus) never starts.
+	if err := os.Chmod(root, 0o755); err != nil {
+		return "", err
+	}
 	mirror := debianMirror()
 	fmt.Fprintf(os.Stderr, "systemtest: building %s with debootstrap from %s (once; cached)\n", tarball, mirror)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
@@ -114,6 +119,10 @@ func newRoot(t *testing.T) string {
 	}
 	if out, err := exec.Command("tar", "-C", dir, "-xf", suite.rootfs).CombinedOutput(); err != nil {
 		t.Fatalf("extracting %s: %v\n%s", suite.rootfs, err, out)
+	}
+	// The root's own mode comes from the tarball's "./"; / must be 0755.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	return dir
 }
