@@ -266,7 +266,9 @@ func standalone(l *Line) bool {
 }
 
 // extract fills the facts later features need from an entry's first line.
-func extract(ev *Event, m []byte, f found) {
+// m is the event's own Message: the ids are substrings of it, so they cost
+// no allocation of their own.
+func extract(ev *Event, m string, f found) {
 	if !f.any(mFacts) {
 		return
 	}
@@ -277,13 +279,13 @@ func extract(ev *Event, m []byte, f found) {
 		ev.AgentVersion = versionAfter(m, "Amazon SSM Agent v")
 	}
 	if f.any(mAwsSsm) {
-		if i := bytes.Index(m, []byte("aws.ssm.")); i >= 0 {
+		if i := strings.Index(m, "aws.ssm."); i >= 0 {
 			ev.CommandID = token(m[i+len("aws.ssm."):], '.')
 		}
 	}
 	ev.DocumentID = documentID(m, f)
 	if f.any(mSleeping) && f.any(mRetryCreds) {
-		i := bytes.Index(m, []byte("Sleeping for "))
+		i := strings.Index(m, "Sleeping for ")
 		if d, err := time.ParseDuration(token(m[i+len("Sleeping for "):], ' ')); err == nil && d > 0 {
 			ev.Backoff = d
 		}
@@ -291,8 +293,8 @@ func extract(ev *Event, m []byte, f found) {
 }
 
 // versionAfter reads a dotted version number right after marker.
-func versionAfter(m []byte, marker string) string {
-	i := bytes.Index(m, []byte(marker))
+func versionAfter(m string, marker string) string {
+	i := strings.Index(m, marker)
 	if i < 0 {
 		return ""
 	}
@@ -307,25 +309,25 @@ func versionAfter(m []byte, marker string) string {
 	if n == 0 || !isDigit(v[0]) {
 		return ""
 	}
-	return string(v[:n])
+	return v[:n]
 }
 
 // token returns b up to stop, a space or a comma, bounded to 128 bytes so
 // a junk line cannot produce a huge id.
-func token(b []byte, stop byte) string {
+func token(b string, stop byte) string {
 	n := 0
 	for n < len(b) && n < 128 && b[n] != stop && b[n] != ' ' && b[n] != ',' && b[n] != ']' {
 		n++
 	}
-	return string(b[:n])
+	return b[:n]
 }
 
 // documentID finds the document id in "[ssm-document-worker] [<id>]",
 // "document: <id> worker started", "Found in-progress document - <id>",
 // "sending document: <id> complete response" and "document <id> ...".
-func documentID(m []byte, f found) string {
+func documentID(m string, f found) string {
 	after := func(p string, stop byte) string {
-		i := bytes.Index(m, []byte(p))
+		i := strings.Index(m, p)
 		if i < 0 {
 			return ""
 		}

@@ -40,6 +40,7 @@ type Classifier struct {
 	arena   []byte // the current block for messages (see intern)
 	// lastKind is what continuation lines after a flush carry.
 	lastKind Kind
+	stamps   stampCache
 }
 
 // Feed classifies one physical line (without its newline). start and end
@@ -47,7 +48,7 @@ type Classifier struct {
 // passed through to Entry.
 func (c *Classifier) Feed(b []byte, start, end int64) {
 	c.lineNo++
-	l := ParseLine(b)
+	l := parseLine(b, &c.stamps)
 	if l.Level == "" && !standalone(&l) {
 		if c.pending {
 			c.cur.Lines++
@@ -87,7 +88,7 @@ func (c *Classifier) Flush() {
 	}
 	c.pending = false
 	c.cur.Message = c.intern(c.msg)
-	extract(&c.cur.Event, c.msg, c.found)
+	extract(&c.cur.Event, c.cur.Message, c.found)
 	c.lastKind = c.cur.Kind
 	e := c.cur
 	c.cur = Entry{}

@@ -14,11 +14,20 @@ type markerTable struct {
 	pats []string
 	ids  map[string]int
 	// bucket[pair] is 1 + the index in buckets of the markers entered under
-	// that byte pair, 0 for none; an entry is id<<2 | offset of the pair.
+	// that byte pair, 0 for none.
 	bucket  [1 << 16]uint16
-	buckets [][]uint16
+	buckets [][]entry
 	// pairs has a bit per entered pair: 8 KiB.
 	pairs [1 << 16 / 64]uint64
+}
+
+// entry is a marker entered under a pair. Most positions whose pair is
+// entered are no marker at all (pairs like "in" are common), so the first
+// four bytes of the marker are compared as one word before the whole.
+type entry struct {
+	head uint32 // the marker's first four bytes, little-endian
+	id   uint8
+	off  uint8 // offset of the pair in the marker
 }
 
 // stride is how far the scan moves; every marker must be longer than it.
@@ -57,7 +66,7 @@ func reg(pats ...string) found {
 					markers.bucket[k] = uint16(len(markers.buckets))
 				}
 				b := markers.bucket[k] - 1
-				markers.buckets[b] = append(markers.buckets[b], uint16(id)<<2|uint16(off))
+				markers.buckets[b] = append(markers.buckets[b], entry{head: le32(p), id: uint8(id), off: uint8(off)})
 			}
 		}
 		f[id/64] |= 1 << (id % 64)
@@ -74,13 +83,22 @@ func scan(m string) found {
 			continue
 		}
 		for _, e := range markers.buckets[markers.bucket[k]-1] {
-			id, start := int(e>>2), i-int(e&3)
-			if start >= 0 && strings.HasPrefix(m[start:], markers.pats[id]) {
+			start := i - int(e.off)
+			if start < 0 || start+4 > len(m) || le32(m[start:]) != e.head {
+				continue
+			}
+			if id := int(e.id); strings.HasPrefix(m[start+4:], markers.pats[id][4:]) {
 				f[id/64] |= 1 << (id % 64)
 			}
 		}
 	}
 	return f
+}
+
+// le32 is the first four bytes of s (which has at least four) as a word.
+func le32(s string) uint32 {
+	_ = s[3]
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
 }
 
 // any reports whether f has a marker of set.

@@ -37,11 +37,22 @@ var levels = [...]string{"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"}
 // ParseLine splits one physical line (without its newline) into its parts.
 // It never fails: a line it cannot make sense of has no time and no level
 // and is all message. No regexp: this runs on every line of a 30 MB log.
-func ParseLine(b []byte) Line {
+func ParseLine(b []byte) Line { return parseLine(b, nil) }
+
+// parseLine is ParseLine with a cache of the last minute's time (may be nil).
+func parseLine(b []byte, tc *stampCache) Line {
 	var l Line
 	b = trimCR(b)
-	b, l.Program = stripSyslog(b)
-	if t, n, ok := parseStamp(b); ok {
+	if len(b) > 0 && isDigit(b[0]) {
+		// An agent line begins with its date; only a syslog prefix
+		// begins otherwise (its RFC 3339 form with a digit too).
+		if len(b) > 20 && b[10] == 'T' {
+			b, l.Program = stripSyslog(b)
+		}
+	} else {
+		b, l.Program = stripSyslog(b)
+	}
+	if t, n, ok := parseStamp(b, tc); ok {
 		rest := b[n:]
 		if lv, m, ok := parseLevel(rest); ok {
 			l.Time, l.Level = t, lv
@@ -86,7 +97,7 @@ func digits(b []byte, i, j int) (int, bool) {
 
 // parseStamp reads "YYYY-MM-DD HH:MM:SS" with an optional ".ffff" (any
 // number of digits: 3.3.808.0 and later write four) followed by a space.
-func parseStamp(b []byte) (time.Time, int, bool) {
+func parseStamp(b []byte, tc *stampCache) (time.Time, int, bool) {
 	if len(b) < 20 || b[4] != '-' || b[7] != '-' || b[10] != ' ' || b[13] != ':' || b[16] != ':' {
 		return time.Time{}, 0, false
 	}
@@ -118,7 +129,39 @@ func parseStamp(b []byte) (time.Time, int, bool) {
 	if n >= len(b) || b[n] != ' ' {
 		return time.Time{}, 0, false
 	}
-	return time.Date(y, time.Month(mo), d, h, mi, s, ns, time.Local), n + 1, true
+	return tc.date(b[:16], y, mo, d, h, mi, s, ns), n + 1, true
+}
+
+// stampCache keeps the last "YYYY-MM-DD HH:MM" seen and its time: a log's
+// lines come many per minute, and time.Date in the local zone costs more
+// than the rest of the parse.
+type stampCache struct {
+	key  [16]byte
+	base time.Time // key's minute at second 0
+	ok   bool
+}
+
+// date is time.Date(y, mo, d, h, mi, s, ns, time.Local), from the cache when
+// key is the cached minute.
+func (tc *stampCache) date(key []byte, y, mo, d, h, mi, s, ns int) time.Time {
+	if tc == nil || s > 59 {
+		return time.Date(y, time.Month(mo), d, h, mi, s, ns, time.Local)
+	}
+	if !tc.ok || string(key) != string(tc.key[:]) {
+		base := time.Date(y, time.Month(mo), d, h, mi, 0, 0, time.Local)
+		// Adding the seconds equals time.Date only where the zone's
+		// offset cannot change: no transition within a day of the
+		// minute (time.Date looks up the zone at points up to the
+		// largest offset away). Near one, every line pays time.Date.
+		start, end := base.ZoneBounds()
+		if (!start.IsZero() && base.Sub(start) < 30*time.Hour) || (!end.IsZero() && end.Sub(base) < 30*time.Hour) {
+			tc.ok = false
+			return time.Date(y, time.Month(mo), d, h, mi, s, ns, time.Local)
+		}
+		copy(tc.key[:], key)
+		tc.base, tc.ok = base, true
+	}
+	return tc.base.Add(time.Duration(s)*time.Second + time.Duration(ns))
 }
 
 // parseLevel reads a level token followed by a space or the end of line and
