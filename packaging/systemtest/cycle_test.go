@@ -52,6 +52,11 @@ func TestPatchCycleWithReboot(t *testing.T) {
 	h.sim("start", id)
 	h.sim("step", id, "InProgress")
 	h.waitPhase("pre-patch", time.Minute)
+	// The payload changes packages once pre-patch is over, as in a gated
+	// run (an observed one races the payload and may miss early changes).
+	h.waitFor(time.Minute, "cycle waiting for the patch after pre-patch", func() bool {
+		return metric(scrape(t, defaultMetrics), `patchd_cycle_phase{phase="waiting"}`) == 1
+	})
 
 	// What AWS-RunPatchBaseline's payload does: install packages, then
 	// exit 194 so the agent reboots the host.
