@@ -327,7 +327,8 @@ func attr(k, v string) func(record) bool { return func(r record) bool { return r
 // of the run, without the start-up chatter.
 var shown = []string{
 	"patchd started", "patchd stopping", "instance identity baseline", "patch command needs no hooks", "patch cycle opened",
-	"phase starting", "phase done", "the agent asked for a reboot", "resuming patch cycle", "patch command ended",
+	"phase starting", "phase done", "the agent asked for a reboot", "the agent log says a reboot was requested",
+	"resuming patch cycle", "patch command ended",
 	"patch cycle closed", "instance role changed", "restart of amazon-ssm-agent requested",
 	"amazon-ssm-agent restarted and active",
 }
