@@ -61,7 +61,9 @@ type Tailer struct {
 	lastPersist time.Time
 	watching    bool
 	dirMissing  bool
-	buf         []byte
+	// dirDev and dirIno are the directory's when its watch was added.
+	dirDev, dirIno uint64
+	buf            []byte
 	// started, when set (tests), is called once the files are open.
 	started func()
 }
@@ -138,21 +140,40 @@ func (t *Tailer) run(ctx context.Context, events <-chan fsnotify.Event, errs <-c
 	if t.started != nil {
 		t.started()
 	}
-	// The tick catches what events miss (a watch not yet possible, the end
-	// of a drain, an idle entry) at the cost of two stats per tick.
-	tick := t.clk.NewTicker(t.o.IdleFlush / 2)
-	defer tick.Stop()
+	// The tick catches what events cannot tell: an entry waiting for its
+	// idle flush, the end of a rotated file's drain, offsets waiting to
+	// be persisted, a directory not watchable yet. It runs only while one
+	// of those is there: an idle tailer sleeps on inotify alone.
+	var (
+		tick  clockwork.Ticker
+		tickC <-chan time.Time
+	)
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
 	defer t.stop()
 	for {
+		if t.busy() {
+			if tick == nil {
+				tick = t.clk.NewTicker(t.o.IdleFlush / 2)
+				tickC = tick.Chan()
+			}
+		} else if tick != nil {
+			tick.Stop()
+			tick, tickC = nil, nil
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case _, ok := <-events:
+		case ev, ok := <-events:
 			if !ok {
 				return errors.New("agent log watcher closed")
 			}
 			// Many writes make many events; one pass reads them all.
-			drain(events)
+			t.dirEvent(ev)
+			t.drain(events)
 			t.pass()
 		case err, ok := <-errs:
 			if !ok {
@@ -164,7 +185,8 @@ func (t *Tailer) run(ctx context.Context, events <-chan fsnotify.Event, errs <-c
 				t.log.Warn("agent log watcher error; rescanning the directory", "dir", t.o.Dir, "err", err)
 			}
 			t.pass()
-		case <-tick.Chan():
+		case <-tickC:
+			t.checkDir()
 			if !t.watching {
 				t.addWatch(watch)
 			}
@@ -175,13 +197,64 @@ func (t *Tailer) run(ctx context.Context, events <-chan fsnotify.Event, errs <-c
 	}
 }
 
-func drain(events <-chan fsnotify.Event) {
+// busy reports whether the tick is needed: something will change without an
+// inotify event to tell.
+func (t *Tailer) busy() bool {
+	if !t.watching || t.dirty {
+		return true
+	}
+	for _, fl := range t.follow {
+		if len(fl.old) > 0 {
+			return true
+		}
+		if fl.cur != nil {
+			if _, ok := fl.cur.cls.Pending(); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dirEvent notices the watched directory itself going away: its watch is
+// gone with it, so the tick polls until it can watch the directory again.
+func (t *Tailer) dirEvent(ev fsnotify.Event) {
+	if t.watching && ev.Has(fsnotify.Remove|fsnotify.Rename) && filepath.Clean(ev.Name) == filepath.Clean(t.o.Dir) {
+		t.dirGone()
+	}
+}
+
+// checkDir is dirEvent for when inotify says nothing of the directory's own
+// removal (it does not always): a file removed with its directory is
+// drained under the tick, which looks whether the directory watched is
+// still the one at the path.
+func (t *Tailer) checkDir() {
+	if !t.watching {
+		return
+	}
+	fi, err := os.Stat(t.o.Dir)
+	if err != nil {
+		t.dirGone()
+		return
+	}
+	if dev, ino := fileID(fi); dev != t.dirDev || ino != t.dirIno {
+		t.dirGone()
+	}
+}
+
+func (t *Tailer) dirGone() {
+	t.log.Warn("agent log directory removed or replaced; polling until it can be watched again", "dir", t.o.Dir)
+	t.watching, t.dirMissing = false, true
+}
+
+func (t *Tailer) drain(events <-chan fsnotify.Event) {
 	for {
 		select {
-		case _, ok := <-events:
+		case ev, ok := <-events:
 			if !ok {
 				return
 			}
+			t.dirEvent(ev)
 		default:
 			return
 		}
@@ -200,6 +273,10 @@ func (t *Tailer) addWatch(watch func() error) {
 		t.log.Info("agent log directory is back; watching it", "dir", t.o.Dir)
 	}
 	t.watching, t.dirMissing = true, false
+	t.dirDev, t.dirIno = 0, 0
+	if fi, err := os.Stat(t.o.Dir); err == nil {
+		t.dirDev, t.dirIno = fileID(fi)
+	}
 }
 
 // stop persists the offsets of what was handed out. Open entries are not

@@ -492,3 +492,78 @@ func TestTailMetrics(t *testing.T) {
 	}
 	t.Error("no patchd_agent_version_info")
 }
+
+// TestTailTicksOnlyWhenBusy: the fallback tick exists while an entry waits
+// for its idle flush and its offset for the persist, and is gone once both
+// are done, so an idle tailer wakes only for inotify events.
+func TestTailTicksOnlyWhenBusy(t *testing.T) {
+	h := newHarness(t)
+	f := openAppend(t, filepath.Join(h.dir, agentLog))
+	o := h.options()
+	fc := clockwork.NewFakeClock()
+	o.Clock = fc
+	tl, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	tl.started = func() { close(started) }
+	events, errs := make(chan fsnotify.Event), make(chan error)
+	h.runWith(func(ctx context.Context) error {
+		return tl.run(ctx, events, errs, func() error { return nil })
+	})
+	<-started // a new file is read from its end: write only once it is open
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	msgs := appendLines(t, f, "a", 0, 3)
+	// The second event is taken only once the first pass and the tick
+	// decision after it are done.
+	events <- fsnotify.Event{Name: f.Name(), Op: fsnotify.Write}
+	events <- fsnotify.Event{Name: f.Name(), Op: fsnotify.Write}
+	if err := fc.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("no tick while the last entry waits for its idle flush: %v", err)
+	}
+	fc.Advance(o.IdleFlush)
+	h.expect(msgs...)
+	if err := fc.BlockUntilContext(ctx, 0); err != nil {
+		t.Fatalf("the tick still runs with nothing left to do: %v", err)
+	}
+	// An event after the idle period is read and starts the tick again
+	// for the last entry.
+	more := appendLines(t, f, "b", 0, 2)
+	events <- fsnotify.Event{Name: f.Name(), Op: fsnotify.Write}
+	if err := fc.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("no tick after new lines: %v", err)
+	}
+	fc.Advance(o.IdleFlush)
+	h.expect(more...)
+}
+
+// TestTailDirRemovedAndBack: the directory's own watch goes with it, so the
+// tailer polls until the directory is back and then follows the new file.
+func TestTailDirRemovedAndBack(t *testing.T) {
+	h := newHarness(t)
+	f := openAppend(t, filepath.Join(h.dir, agentLog))
+	h.start()
+	h.expect(appendLines(t, f, "a", 0, 3)...)
+	if err := os.RemoveAll(h.dir); err != nil {
+		t.Fatal(err)
+	}
+	// Only once the old file is drained: until then its drain keeps a
+	// tick going anyway.
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	deadline := time.After(20 * time.Second)
+	for !strings.Contains(h.logs.String(), "finished draining") {
+		select {
+		case <-poll.C:
+		case <-deadline:
+			t.Fatalf("the removed file was not drained; log:\n%s", h.logs.String())
+		}
+	}
+	if err := os.Mkdir(h.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	g := openAppend(t, filepath.Join(h.dir, agentLog))
+	h.expect(appendLines(t, g, "b", 0, 3)...)
+}
