@@ -19,7 +19,17 @@ type markerTable struct {
 	buckets [][]entry
 	// pairs has a bit per entered pair: 8 KiB.
 	pairs [1 << 16 / 64]uint64
+	// quads has a bit per hash of the four bytes a marker has from each
+	// offset its pairs are entered at: a second sieve, as common pairs
+	// ("in", "re") pass the first at a third of all positions. A pair
+	// entered where its marker has no four bytes left (a marker of four or
+	// five bytes) is in short, and its positions skip this sieve.
+	quads [1 << 16 / 64]uint64
+	short [1 << 16 / 64]uint64
 }
+
+// quad is the hash of four bytes that quads is indexed by.
+func quad(x uint32) uint32 { return (x * 0x9E3779B1) >> 16 }
 
 // entry is a marker entered under a pair. Most positions whose pair is
 // entered are no marker at all (pairs like "in" are common), so the first
@@ -61,6 +71,12 @@ func reg(pats ...string) found {
 			for off := 0; off < stride; off++ {
 				k := uint16(p[off])<<8 | uint16(p[off+1])
 				markers.pairs[k>>6] |= 1 << (k & 63)
+				if off+4 <= len(p) {
+					q := quad(le32(p[off:]))
+					markers.quads[q>>6] |= 1 << (q & 63)
+				} else {
+					markers.short[k>>6] |= 1 << (k & 63)
+				}
 				if markers.bucket[k] == 0 {
 					markers.buckets = append(markers.buckets, nil)
 					markers.bucket[k] = uint16(len(markers.buckets))
@@ -81,6 +97,11 @@ func scan(m string) found {
 		k := uint16(m[i])<<8 | uint16(m[i+1])
 		if markers.pairs[k>>6]&(1<<(k&63)) == 0 {
 			continue
+		}
+		if i+4 <= len(m) && markers.short[k>>6]&(1<<(k&63)) == 0 {
+			if q := quad(le32(m[i:])); markers.quads[q>>6]&(1<<(q&63)) == 0 {
+				continue
+			}
 		}
 		for _, e := range markers.buckets[markers.bucket[k]-1] {
 			start := i - int(e.off)
