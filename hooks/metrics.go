@@ -28,7 +28,10 @@ func newMetrics() *metrics {
 			Name: "patchd_hook_duration_seconds",
 			Help: "Wall time of one hook run, by phase.",
 			// From a trivial script (10 ms) to a slow drain (30 min).
-			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800},
+			// Few, wide buckets: every series counts against the per-host budget
+			// of 150 (DESIGN.md §6), and what operators ask of a hook is "quick,
+			// normal, slow, or near its timeout" (5 min by default).
+			Buckets: []float64{5, 30, 120, 600},
 		}, []string{"phase"}),
 		lastRun: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "patchd_hook_last_run_timestamp_seconds",
