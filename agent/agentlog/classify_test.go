@@ -232,3 +232,21 @@ func TestScanMatchesSubstringSearch(t *testing.T) {
 		}
 	}
 }
+
+// TestSlots: the switches the metrics index their series by follow Kinds
+// and levels.
+func TestSlots(t *testing.T) {
+	for i, k := range Kinds {
+		if got := kindSlot(k); got != i {
+			t.Errorf("kindSlot(%q) = %d, want %d", k, got, i)
+		}
+	}
+	for i, lv := range levels {
+		if got := levelIndex(lv); got != i {
+			t.Errorf("levelIndex(%q) = %d, want %d", lv, got, i)
+		}
+	}
+	if kindSlot("nope") != -1 || levelIndex("-") != len(levels) {
+		t.Error("unknown kind or level has a slot")
+	}
+}

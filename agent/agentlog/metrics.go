@@ -19,10 +19,9 @@ type Metrics struct {
 	rotations *prometheus.CounterVec
 
 	// Resolved series, so that counting a line is no label hashing.
-	perFile   map[string]*lineCounters
-	kindIndex map[Kind]int
-	perKind   []prometheus.Counter
-	lastKind  []prometheus.Gauge
+	perFile  map[string]*lineCounters
+	perKind  []prometheus.Counter
+	lastKind []prometheus.Gauge
 
 	mu         sync.Mutex
 	curVersion string
@@ -30,12 +29,48 @@ type Metrics struct {
 
 // levelIndex maps a level token to its slot in perFile ("-" is last).
 func levelIndex(level string) int {
-	for i, lv := range levels {
-		if lv == level {
-			return i
-		}
+	// A switch, not a loop over levels: this runs for every entry.
+	switch level {
+	case "TRACE":
+		return 0
+	case "DEBUG":
+		return 1
+	case "INFO":
+		return 2
+	case "WARN":
+		return 3
+	case "ERROR":
+		return 4
+	case "CRITICAL":
+		return 5
 	}
 	return len(levels)
+}
+
+// kindSlot is the index of k in Kinds, -1 for none; a switch instead of a
+// map lookup, which hashed the kind for every entry.
+func kindSlot(k Kind) int {
+	switch k {
+	case Health:
+		return 0
+	case AgentStart:
+		return 1
+	case AgentStop:
+		return 2
+	case CommandStart:
+		return 3
+	case CommandEnd:
+		return 4
+	case Reboot:
+		return 5
+	case CredentialsError:
+		return 6
+	case NetworkError:
+		return 7
+	case Other:
+		return 8
+	}
+	return -1
 }
 
 // NewMetrics registers the series on reg, with zeros for every file, level
@@ -78,9 +113,7 @@ func NewMetrics(reg prometheus.Registerer, files []string) *Metrics {
 		m.perFile[f] = &c
 		m.rotations.WithLabelValues(f)
 	}
-	m.kindIndex = map[Kind]int{}
-	for i, k := range Kinds {
-		m.kindIndex[k] = i
+	for _, k := range Kinds {
 		m.perKind = append(m.perKind, m.events.WithLabelValues(string(k)))
 		m.lastKind = append(m.lastKind, m.lastEvent.WithLabelValues(string(k)))
 	}
@@ -115,8 +148,8 @@ func (m *Metrics) event(ev *Event, now func() time.Time) {
 	if m == nil {
 		return
 	}
-	i, ok := m.kindIndex[ev.Kind]
-	if !ok {
+	i := kindSlot(ev.Kind)
+	if i < 0 {
 		return
 	}
 	m.perKind[i].Inc()
