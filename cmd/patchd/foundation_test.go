@@ -120,11 +120,11 @@ func httpGet(t *testing.T, c *http.Client, url string, wantStatus int) string {
 func TestReloadRejectsInvalidConfigAndKeepsRunning(t *testing.T) {
 	tr := newTestTree(t)
 	addr := freePort(t)
-	if err := os.WriteFile(tr.Config, []byte("log:\n  level: info\n"), 0o644); err != nil {
+	if err := os.WriteFile(tr.Config, []byte(testIMDSConfig+"log:\n  level: info\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	p := startDaemon(t, tr, "--web.listen-address="+addr)
-	if err := os.WriteFile(tr.Config, []byte("log:\n  level: [\n"), 0o644); err != nil {
+	if err := os.WriteFile(tr.Config, []byte(testIMDSConfig+"log:\n  level: [\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
@@ -136,7 +136,7 @@ func TestReloadRejectsInvalidConfigAndKeepsRunning(t *testing.T) {
 	if !strings.Contains(p.stderr.String(), "configuration reload rejected") {
 		t.Fatalf("no log line says why the reload was rejected:\n%s", p.stderr.String())
 	}
-	if err := os.WriteFile(tr.Config, []byte("log:\n  level: debug\n"), 0o644); err != nil {
+	if err := os.WriteFile(tr.Config, []byte(testIMDSConfig+"log:\n  level: debug\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {

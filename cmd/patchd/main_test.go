@@ -39,6 +39,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testIMDSConfig points IMDS at a closed loopback port: no test may reach
+// the real metadata address. A test that writes its own config file starts
+// it with this; one that needs IMDS passes --imds.endpoint.
+const testIMDSConfig = "imds:\n  endpoint: http://127.0.0.1:9\n"
+
 // testTree is a temp host layout for one patchd.
 type testTree struct {
 	Root, Config, Hooks, State, AgentData, AgentLogs, Socket string
@@ -68,19 +73,15 @@ func newTestTree(t *testing.T) testTree {
 		}
 	}
 	// The hooks tree must not be group/world-writable (t.TempDir is 0700).
-	if err := os.WriteFile(tr.Config, nil, 0o644); err != nil {
+	if err := os.WriteFile(tr.Config, []byte(testIMDSConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return tr
 }
 
-// flags returns the --path.* flags (and config file) for the tree. IMDS
-// points at a closed loopback port: a test must never reach the real
-// metadata address; tests that need IMDS pass their own --imds.endpoint
-// later on the command line, which wins.
+// flags returns the --path.* flags (and config file) for the tree.
 func (tr testTree) flags() []string {
 	return []string{
-		"--imds.endpoint=http://127.0.0.1:9",
 		"--config.file=" + tr.Config,
 		"--path.hooks=" + tr.Hooks,
 		"--path.state=" + tr.State,

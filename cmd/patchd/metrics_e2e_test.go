@@ -116,14 +116,7 @@ func newMetricsHost(t *testing.T) *metricsHost {
 func (h *metricsHost) start(extra ...string) *daemonProc {
 	t := h.t
 	t.Helper()
-	// h.extra brings its own IMDS: drop the tree's default endpoint.
-	var base []string
-	for _, f := range h.tr.flags() {
-		if !strings.HasPrefix(f, "--imds.endpoint=") {
-			base = append(base, f)
-		}
-	}
-	args := append(append(append([]string{"run"}, base...), h.extra...), extra...)
+	args := append(append(append([]string{"run"}, h.tr.flags()...), h.extra...), extra...)
 	cmd := exec.Command(patchdBin, args...)
 	cmd.Env = append(os.Environ(), "PATH="+h.bin+":"+os.Getenv("PATH"))
 	p := &daemonProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
