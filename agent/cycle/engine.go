@@ -139,6 +139,15 @@ func (e *Engine) Log(ev agentlog.Event) {
 	}
 }
 
+// recheckMsg asks the engine to look on disk whether the open cycle's
+// document still exists.
+type recheckMsg struct{}
+
+// DocumentsScanned tells the engine that the command watcher has made its
+// first scan. A document the agent deleted between the resume's look and
+// that scan produces no event, so the engine looks once more.
+func (e *Engine) DocumentsScanned() { e.enqueue(recheckMsg{}) }
+
 func (e *Engine) enqueue(m any) {
 	e.mu.Lock()
 	e.inbox = append(e.inbox, m)
@@ -216,6 +225,9 @@ func (e *Engine) handle(ctx context.Context, m any) {
 		e.onLog(ctx, m)
 	case gateMsg:
 		m.reply <- e.onGate(ctx, m.req)
+	case recheckMsg:
+		e.checkDocumentGone()
+		e.advance(ctx)
 	case chan struct{}:
 		close(m) // flush: everything queued before it is handled
 	}
@@ -232,16 +244,22 @@ func (e *Engine) resume(ctx context.Context) {
 		e.startSnapshot(ctx)
 	}
 	e.log.Info("resuming patch cycle", "cycle", c.ID, "trigger", c.Trigger, "document", c.Document.DocumentID, "phase", c.Phase)
-	if !c.Ended {
-		// The document may have ended while patchd was down: no event
-		// will ever say so.
-		if id := e.endDocument(c); id != "" && !e.documentPresent(id) {
-			e.log.Info("patch command ended while patchd was not running", "document", id)
-			c.Ended, c.EndAt = true, e.clock.Now()
-			c.Result = resultOf(c.Document.Status, c.Document.Steps, false)
-		}
-	}
+	e.checkDocumentGone()
 	e.advance(ctx)
+}
+
+// checkDocumentGone ends the open cycle when its document has left the
+// agent's state folders while nobody watched: no event will ever say so.
+func (e *Engine) checkDocumentGone() {
+	c := e.st.Current
+	if c == nil || c.Ended {
+		return
+	}
+	if id := e.endDocument(c); id != "" && !e.documentPresent(id) {
+		e.log.Info("patch command ended while patchd was not watching", "document", id)
+		c.Ended, c.EndAt = true, e.clock.Now()
+		c.Result = resultOf(c.Document.Status, c.Document.Steps, false)
+	}
 }
 
 // endDocument is the document whose end ends the cycle ("" when unknown).

@@ -307,6 +307,26 @@ func TestDocumentGoneWhilePatchdDown(t *testing.T) {
 	}
 }
 
+// The agent deletes the document after the resume looked for it but before
+// the command watcher's first scan: no event comes, the recheck ends it.
+func TestDocumentGoneBeforeFirstScan(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("c9", true)
+	h.send(install("c9", "seen", "InProgress"))
+	h.restart()
+	h.flush()
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 0})
+	h.present("c9", false)
+	h.e.DocumentsScanned()
+	h.flush()
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 1})
+	// A second scan report changes nothing: post-patch runs once.
+	h.e.DocumentsScanned()
+	h.flush()
+	h.counts(t, map[string]int{"post-patch/10-p": 1})
+}
+
 func TestNoHooks(t *testing.T) {
 	for _, tc := range []struct {
 		name string

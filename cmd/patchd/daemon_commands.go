@@ -16,7 +16,13 @@ type commandsPart struct {
 // reach every subscriber.
 func (d *daemon) setupCommands() error {
 	cfg := d.config()
-	w := ssm.NewWatcher(cfg.Paths.AgentData, cfg.Cycle.ExtraDocuments, d.logger.With("part", "commands"), d.reg, d.emitCommand)
+	var opts []ssm.Option
+	if d.cycle != nil && d.cycle.engine != nil {
+		// A document deleted between the cycle's resume and the first
+		// scan would otherwise leave the cycle waiting for its failsafe.
+		opts = append(opts, ssm.WithStarted(d.cycle.engine.DocumentsScanned))
+	}
+	w := ssm.NewWatcher(cfg.Paths.AgentData, cfg.Cycle.ExtraDocuments, d.logger.With("part", "commands"), d.reg, d.emitCommand, opts...)
 	d.addActor("commands", w.Run)
 	d.onReload(func(c config.Config) { w.SetPatterns(c.Cycle.ExtraDocuments) })
 	d.commands = &commandsPart{watcher: w}
