@@ -337,13 +337,28 @@ func assertGone(t *testing.T, pid int) {
 	if pid <= 0 {
 		t.Fatalf("bad pid %d", pid)
 	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return
-	}
-	if i := strings.LastIndexByte(string(stat), ')'); i < 0 || !strings.HasPrefix(string(stat[i+1:]), " Z") {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-		t.Errorf("process %d still alive after the hook was killed: %s", pid, stat)
+	// SIGKILL is delivered asynchronously: a process signalled an instant
+	// ago may still show as running (R) while it is being torn down. Give
+	// the kernel a bounded moment; a survivor of SIGKILL stays alive.
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return
+		}
+		if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && strings.HasPrefix(string(stat[i+1:]), " Z") {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("process %d still alive 5 s after the hook was killed: %s", pid, stat)
+			return
+		}
 	}
 }
 
