@@ -28,6 +28,12 @@ func TestVersionAndUsageExitCodes(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "patchd, version") {
 		t.Fatalf("patchd version: code %d, out %q", code, out)
 	}
+	for _, args := range [][]string{{"--help"}, {"hooks", "--help"}, {"--version"}} {
+		code, out, errOut := runPatchd(t, args...)
+		if code != 0 || errOut != "" || !strings.Contains(out, "patchd") {
+			t.Errorf("patchd %v: code %d, stderr %q", args, code, errOut)
+		}
+	}
 	code, _, errOut := runPatchd(t, "no-such-command")
 	if code != exitUsage || !strings.Contains(errOut, "patchd --help") {
 		t.Fatalf("unknown command: code %d, stderr %q", code, errOut)

@@ -34,7 +34,15 @@ func run(args []string) int {
 	app.Version(version.Print("patchd"))
 	app.UsageWriter(os.Stdout)
 	app.ErrorWriter(os.Stderr)
-	app.Terminate(nil)
+	// --help and --version print and then ask kingpin to exit; record that
+	// here (run must return, not exit, so tests can call it) and answer
+	// with its status instead of a parse error.
+	terminated := -1
+	app.Terminate(func(code int) {
+		if terminated < 0 {
+			terminated = code
+		}
+	})
 	flags := config.AddFlags(app)
 
 	cmds := map[string]command{}
@@ -49,6 +57,9 @@ func run(args []string) int {
 	addAgentCommands(app, flags, add)
 
 	chosen, err := app.Parse(args)
+	if terminated >= 0 {
+		return terminated
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "patchd: %v; see patchd --help\n", err)
 		return exitUsage
