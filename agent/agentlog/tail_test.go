@@ -523,8 +523,7 @@ func TestTailTicksOnlyWhenBusy(t *testing.T) {
 	if err := fc.BlockUntilContext(ctx, 1); err != nil {
 		t.Fatalf("no tick while the last entry waits for its idle flush: %v", err)
 	}
-	fc.Advance(o.IdleFlush)
-	h.expect(msgs...)
+	h.expectAdvancing(fc, o.IdleFlush, msgs...)
 	if err := fc.BlockUntilContext(ctx, 0); err != nil {
 		t.Fatalf("the tick still runs with nothing left to do: %v", err)
 	}
@@ -535,8 +534,36 @@ func TestTailTicksOnlyWhenBusy(t *testing.T) {
 	if err := fc.BlockUntilContext(ctx, 1); err != nil {
 		t.Fatalf("no tick after new lines: %v", err)
 	}
-	fc.Advance(o.IdleFlush)
-	h.expect(more...)
+	h.expectAdvancing(fc, o.IdleFlush, more...)
+}
+
+// expectAdvancing is expect for a tailer on a fake clock: the tick it
+// waits on may have been armed before the lines were read (the read races
+// with the test goroutine), so the clock moves on by step until each entry
+// has had its idle flush.
+func (h *harness) expectAdvancing(fc *clockwork.FakeClock, step time.Duration, msgs ...string) {
+	h.t.Helper()
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	fc.Advance(step)
+	for i, want := range msgs {
+		for got := false; !got; {
+			select {
+			case e := <-h.events:
+				if e.Message != want {
+					h.t.Fatalf("event %d: got %q, want %q", i, e.Message, want)
+				}
+				got = true
+			case <-tick.C:
+				fc.Advance(step)
+			case <-deadline.C:
+				h.t.Fatalf("timed out waiting for event %d %q; log:\n%s", i, want, h.logs.String())
+			}
+		}
+	}
+	h.quiet()
 }
 
 // TestTailDirRemovedAndBack: the directory's own watch goes with it, so the
