@@ -139,14 +139,32 @@ func (e *Engine) Log(ev agentlog.Event) {
 	}
 }
 
-// recheckMsg asks the engine to look on disk whether the open cycle's
-// document still exists.
-type recheckMsg struct{}
+// recheckMsg carries the documents in pending/ and current/ right after
+// the command watcher's first scan.
+type recheckMsg struct{ present map[string]bool }
 
 // DocumentsScanned tells the engine that the command watcher has made its
-// first scan. A document the agent deleted between the resume's look and
-// that scan produces no event, so the engine looks once more.
-func (e *Engine) DocumentsScanned() { e.enqueue(recheckMsg{}) }
+// first scan; it is called from the watcher's goroutine before it reports
+// anything else. A document the agent deleted between the resume's look
+// and that scan produces no event, so the folders are listed here, at the
+// scan, and the engine ends the cycle only if its document was absent then
+// (one present then is the watcher's to report, with its final status).
+func (e *Engine) DocumentsScanned() {
+	if e.o.AgentData == "" {
+		return
+	}
+	present := map[string]bool{}
+	for _, f := range []ssm.Folder{ssm.Pending, ssm.Current} {
+		paths, err := ssm.ListFolder(e.o.AgentData, f)
+		if err != nil {
+			return // cannot tell: events and the failsafe decide
+		}
+		for _, p := range paths {
+			present[filepath.Base(p)] = true
+		}
+	}
+	e.enqueue(recheckMsg{present: present})
+}
 
 func (e *Engine) enqueue(m any) {
 	e.mu.Lock()
@@ -226,7 +244,11 @@ func (e *Engine) handle(ctx context.Context, m any) {
 	case gateMsg:
 		m.reply <- e.onGate(ctx, m.req)
 	case recheckMsg:
-		e.checkDocumentGone()
+		if c := e.st.Current; c != nil && !c.Ended {
+			if id := e.endDocument(c); id != "" && !m.present[id] {
+				e.endUnwatched(c, id)
+			}
+		}
 		e.advance(ctx)
 	case chan struct{}:
 		close(m) // flush: everything queued before it is handled
@@ -256,10 +278,15 @@ func (e *Engine) checkDocumentGone() {
 		return
 	}
 	if id := e.endDocument(c); id != "" && !e.documentPresent(id) {
-		e.log.Info("patch command ended while patchd was not watching", "document", id)
-		c.Ended, c.EndAt = true, e.clock.Now()
-		c.Result = resultOf(c.Document.Status, c.Document.Steps, false)
+		e.endUnwatched(c, id)
 	}
+}
+
+// endUnwatched ends a cycle whose document left while nobody watched.
+func (e *Engine) endUnwatched(c *Cycle, id string) {
+	e.log.Info("patch command ended while patchd was not watching", "document", id)
+	c.Ended, c.EndAt = true, e.clock.Now()
+	c.Result = resultOf(c.Document.Status, c.Document.Steps, false)
 }
 
 // endDocument is the document whose end ends the cycle ("" when unknown).

@@ -317,7 +317,12 @@ func TestDocumentGoneBeforeFirstScan(t *testing.T) {
 	h.restart()
 	h.flush()
 	h.counts(t, map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 0})
+	// Present at the scan: the watcher saw it and will report its end
+	// with the final status, so a delete right after must not end it here.
+	h.e.DocumentsScanned()
 	h.present("c9", false)
+	h.flush()
+	h.counts(t, map[string]int{"post-patch/10-p": 0})
 	h.e.DocumentsScanned()
 	h.flush()
 	h.counts(t, map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 1})
