@@ -34,4 +34,14 @@ type Event struct {
 	CommandID    string        // from aws.ssm.<CommandID>.<InstanceID> and similar
 	DocumentID   string        // from [ssm-document-worker] [<DocumentID>] and similar
 	Backoff      time.Duration // from "Sleeping for <d> before retrying retrieve credentials"
+	// Pos is where the entry ends in its file, set by a Tailer (zero from
+	// a Classifier alone). A Journal records it with the entry.
+	Pos Position
+}
+
+// Position is a point in one followed file: the file's device and inode
+// (unique among the files a Tailer has open) and a byte offset in it.
+type Position struct {
+	Dev, Inode uint64
+	Offset     int64
 }

@@ -2,18 +2,22 @@ package agentlog
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
 // restore opens the files where the last run stopped. Without an offsets
 // file (first start) or with a corrupt one, reading starts at the end of the
 // current files: replaying a 30 MB log as fresh events would make the keeper
-// and the cycle act on history.
-func (t *Tailer) restore() {
+// and the cycle act on history. With a Journal, the offsets first move over
+// what the journal recorded after the offsets were written; an error then
+// is the journal's, and stops the Tailer.
+func (t *Tailer) restore() error {
 	data, err := os.ReadFile(t.o.StatePath)
 	var st offsetsState
 	fresh := false
@@ -31,11 +35,48 @@ func (t *Tailer) restore() {
 			fresh = true
 		}
 	}
+	if t.o.Journal != nil {
+		if fresh || st.Mark == nil {
+			t.log.Info("agent log offsets carry no journal mark (first start, or a corrupt offsets file); the journal is kept as it is", "path", t.o.StatePath)
+		} else if err := t.recover(&st); err != nil {
+			return err
+		}
+	}
 	now := t.clk.Now()
 	for _, fl := range t.follow {
 		t.restoreOne(fl, st, fresh, now)
 	}
 	t.dirty = true
+	return nil
+}
+
+// recover moves each file's offset to the end of the last entry the journal
+// recorded from it after the offsets were written. Every such entry is of a
+// file the offsets name: a file is written into them before its first line
+// is handed out, and again when it is truncated.
+func (t *Tailer) recover(st *offsetsState) error {
+	pos, err := t.o.Journal.Recover(*st.Mark)
+	if err != nil {
+		return fmt.Errorf("agent log: recovering the consumer's journal past mark %d (from %s): %w", *st.Mark, t.o.StatePath, err)
+	}
+	moved := 0
+	for _, p := range pos {
+		i := slices.IndexFunc(st.Files, func(f fileState) bool { return f.Inode != 0 && f.Dev == p.Dev && f.Inode == p.Inode })
+		switch {
+		case i < 0:
+			t.log.Warn("the journal holds an entry of a file the agent log offsets do not name; lines after it may be handed out again",
+				"dev", p.Dev, "inode", p.Inode, "offset", p.Offset)
+		case p.Offset < st.Files[i].Offset:
+			t.log.Warn("the journal holds an entry before the agent log offsets; ignored", "inode", p.Inode, "offset", p.Offset, "saved", st.Files[i].Offset)
+		default:
+			st.Files[i].Offset = p.Offset
+			moved++
+		}
+	}
+	if moved > 0 {
+		t.log.Info("agent log offsets moved over the entries the journal recorded after they were written", "entries", moved)
+	}
+	return nil
 }
 
 func (t *Tailer) restoreOne(fl *follower, st offsetsState, fresh bool, now time.Time) {
@@ -76,7 +117,9 @@ func (t *Tailer) restoreOne(fl *follower, st offsetsState, fresh bool, now time.
 		}
 		// The file was renamed (or deleted) since: find it by identity
 		// and drain it from where we stopped.
-		if old := t.findByID(f.Dev, f.Inode); old != "" && matchesFingerprint(old, f) {
+		// A rotated file is never the one at the name (that inode is a
+		// reused one), and no file is read twice.
+		if old := t.findByID(f.Dev, f.Inode); old != "" && old != path && !t.isOpen(f.Dev, f.Inode) && matchesFingerprint(old, f) {
 			if fi, err := os.Stat(old); err == nil && fi.Size() >= f.Offset {
 				if s, err := t.open(fl.name, old, f.Offset); err == nil {
 					s.until = now.Add(t.o.RotationGrace)
@@ -105,7 +148,28 @@ func (t *Tailer) openCur(fl *follower, path string, off int64) {
 		t.log.Warn("cannot open agent log file; will retry", "path", path, "err", err)
 		return
 	}
+	if t.isOpen(s.dev, s.ino) {
+		// Already drained as a rotated file of this name (its inode came
+		// back under the name): reading it twice would repeat its lines.
+		s.f.Close()
+		return
+	}
 	fl.cur = s
+}
+
+// isOpen reports whether a file with this device and inode is being read.
+func (t *Tailer) isOpen(dev, ino uint64) bool {
+	for _, fl := range t.follow {
+		if fl.cur != nil && fl.cur.dev == dev && fl.cur.ino == ino {
+			return true
+		}
+		for _, s := range fl.old {
+			if s.dev == dev && s.ino == ino {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // findByID returns the path in Dir of the regular file with this device and

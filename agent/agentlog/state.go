@@ -23,6 +23,9 @@ const fingerprintLen = 128
 type offsetsState struct {
 	Version int         `json:"version"`
 	Files   []fileState `json:"files"`
+	// Mark is the consumer's journal position that goes with these
+	// offsets (Options.Journal); absent without a journal.
+	Mark *int64 `json:"mark,omitempty"`
 }
 
 // fileState is one followed file: the current file of a configured name, a
@@ -35,7 +38,9 @@ type fileState struct {
 	Inode   uint64 `json:"inode"`
 	// Offset is where reading resumes: the end of the last entry handed out.
 	Offset int64 `json:"offset"`
-	// FingerprintLen first bytes hash to Fingerprint (hex SHA-256).
+	// FingerprintLen first bytes hash to Fingerprint (hex SHA-256). They
+	// may reach past Offset: a log is only appended to, and a file whose
+	// first bytes changed was truncated, so it is read from its start.
 	FingerprintLen int    `json:"fingerprint_len"`
 	Fingerprint    string `json:"fingerprint"`
 }
@@ -57,6 +62,9 @@ func parseState(data []byte) (offsetsState, error) {
 	if st.Version != stateVersion {
 		return offsetsState{}, fmt.Errorf("version %d, want %d", st.Version, stateVersion)
 	}
+	if st.Mark != nil && *st.Mark < 0 {
+		return offsetsState{}, fmt.Errorf("negative journal mark %d", *st.Mark)
+	}
 	if len(st.Files) > 1024 {
 		return offsetsState{}, fmt.Errorf("%d files, more than any configuration follows", len(st.Files))
 	}
@@ -68,8 +76,6 @@ func parseState(data []byte) (offsetsState, error) {
 			return offsetsState{}, fmt.Errorf("files[%d]: negative offset %d", i, f.Offset)
 		case f.FingerprintLen < 0 || f.FingerprintLen > fingerprintLen:
 			return offsetsState{}, fmt.Errorf("files[%d]: fingerprint_len %d out of range", i, f.FingerprintLen)
-		case int64(f.FingerprintLen) > f.Offset && f.Offset > 0:
-			return offsetsState{}, fmt.Errorf("files[%d]: fingerprint_len %d beyond offset %d", i, f.FingerprintLen, f.Offset)
 		case f.Inode == 0 && (f.Offset != 0 || f.Rotated):
 			return offsetsState{}, fmt.Errorf("files[%d]: a missing file with an offset", i)
 		}

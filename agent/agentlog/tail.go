@@ -44,13 +44,43 @@ type Options struct {
 	// IdleFlush is how long an entry may wait for a continuation line
 	// before it is handed out anyway. Default 500ms.
 	IdleFlush time.Duration
+	// Journal, when set, is the consumer's durable record of the entries
+	// it got (an output file, a ledger). With it, delivery is exactly once
+	// even across a crash; see Journal.
+	Journal Journal
+}
+
+// Journal is a consumer that records the entries it is handed, each with
+// its Event.Pos, in order. No tailer can hand an entry to a plain consumer
+// exactly once across a SIGKILL: whether the offsets are written just
+// before or just after the hand-out, a kill in between loses or repeats it.
+// A journal closes that gap because its record is the commit: the offsets
+// file carries the journal's mark, and a restart advances each file's
+// offset over the entries the journal holds past that mark. Nothing is
+// handed out twice, and nothing recorded is lost, not even the lines of a
+// rotated file that was deleted before the restart could read it again.
+type Journal interface {
+	// Mark makes what the journal holds durable (fsync: the offsets
+	// written next must not describe records a power loss could take) and
+	// returns its position. It is called on the Tailer's goroutine,
+	// between hand-outs. An error skips that write of the offsets; the
+	// next one tries again.
+	Mark() (int64, error)
+	// Recover returns the Pos of every entry recorded after mark, a value
+	// Mark returned, in the order recorded, and cuts off a record torn by
+	// a crash (its entry is handed out again). It is called once, before
+	// any entry is handed out, when the offsets file holds a mark. An
+	// error stops Run: the journal is then not the record the offsets go
+	// with, and going on would lose or repeat entries without saying so.
+	Recover(mark int64) ([]Position, error)
 }
 
 // Tailer follows the agent's log files and hands classified entries to the
 // sink. Delivery is exactly once across clean stops and restarts: offsets
 // are persisted at the end of the last entry handed out. After a crash
-// (SIGKILL, power loss) the entries handed out since the last persist, at
-// most PersistInterval's worth, are handed out again; nothing is skipped.
+// (SIGKILL, power loss) it is exactly once for a consumer with a Journal;
+// to any other consumer the entries handed out since the last persist, at
+// most PersistInterval's worth, are handed out again. Nothing is skipped.
 type Tailer struct {
 	o   Options
 	log *slog.Logger
@@ -134,7 +164,10 @@ func (t *Tailer) Run(ctx context.Context) error {
 // send an overflow.
 func (t *Tailer) run(ctx context.Context, events <-chan fsnotify.Event, errs <-chan error, watch func() error) error {
 	t.addWatch(watch)
-	t.restore()
+	if err := t.restore(); err != nil {
+		t.stop()
+		return err
+	}
 	t.pass()
 	t.maybePersist(true)
 	if t.started != nil {
@@ -297,13 +330,16 @@ func (t *Tailer) stop() {
 func (t *Tailer) pass() {
 	now := t.clk.Now()
 	for _, fl := range t.follow {
+		t.check(fl, now)
+		// Truncations are looked for after the name: one that came just
+		// before a rename or delete is then still seen (through the
+		// descriptor) before a line of the file that followed is read.
 		for _, s := range fl.old {
 			s.checkTruncated(t)
 		}
 		if fl.cur != nil {
 			fl.cur.checkTruncated(t)
 		}
-		t.check(fl, now)
 		// Sizes are taken newest file first and read oldest first: a
 		// writer's lines in a newer file are then never handed out before
 		// its earlier lines still unread in an older one.
@@ -391,8 +427,7 @@ func (t *Tailer) check(fl *follower, now time.Time) {
 
 // checkTruncated looks for a truncation through the open descriptor: below
 // what was read (copytruncate), or truncated and already written past it
-// (the first bytes changed). It runs before a rename or delete is looked at,
-// so a truncation just before one is not missed.
+// (the first bytes changed).
 func (s *source) checkTruncated(t *Tailer) {
 	size := s.size()
 	if size < 0 || (size >= s.off && s.sameStart()) {
@@ -401,6 +436,10 @@ func (s *source) checkTruncated(t *Tailer) {
 	t.log.Info("agent log file truncated; reading it from the start", "file", s.name, "path", s.path, "inode", s.ino, "size", size, "offset", s.off)
 	t.o.Metrics.rotation(s.name)
 	s.restart(t)
+	// Offsets restart at 0 in the same file: a journal's records past the
+	// mark must all be of one life of the file, so the offsets are written
+	// before a line of the new one is handed out.
+	t.maybePersist(true)
 }
 
 // retire moves the current file to the drained ones.
@@ -448,6 +487,7 @@ func (t *Tailer) emit(s *source, e Entry) {
 		return
 	}
 	t.o.Metrics.event(&e.Event, t.clk.Now)
+	e.Event.Pos = Position{Dev: s.dev, Inode: s.ino, Offset: e.End}
 	t.o.Sink(e.Event)
 }
 
@@ -482,6 +522,15 @@ func (s *source) read(t *Tailer, limit int64) {
 				from, to := have-s.off, min(int64(n), fingerprintLen-s.off)
 				if from < to {
 					s.fp = append(s.fp, chunk[from:to]...)
+				}
+				if have == 0 && len(s.fp) > 0 {
+					// The file was written into the offsets while empty,
+					// which names it by device and inode alone, and an
+					// inode is reused at once after a delete. Write its
+					// first bytes in before a line of it is handed out:
+					// a restart then never takes another file for it.
+					t.dirty = true
+					t.maybePersist(true)
 				}
 			}
 			s.split.push(chunk, s.off)
@@ -565,7 +614,16 @@ func (t *Tailer) maybePersist(force bool) {
 	if !t.dirty || (!force && t.clk.Since(t.lastPersist) < t.o.PersistInterval) {
 		return
 	}
-	if err := atomicfile.WriteJSON(t.o.StatePath, t.snapshot(), 0o600); err != nil {
+	st := t.snapshot()
+	if t.o.Journal != nil {
+		mark, err := t.o.Journal.Mark()
+		if err != nil {
+			t.log.Error("cannot make the consumer's journal durable; offsets not written this time", "path", t.o.StatePath, "err", err)
+			return
+		}
+		st.Mark = &mark
+	}
+	if err := atomicfile.WriteJSON(t.o.StatePath, st, 0o600); err != nil {
 		t.log.Error("cannot persist agent log offsets; a restart may read lines again", "path", t.o.StatePath, "err", err)
 		return
 	}
@@ -590,14 +648,9 @@ func (t *Tailer) snapshot() offsetsState {
 }
 
 func (s *source) state(rotated bool) fileState {
-	off := s.committed()
-	fp := s.fp
-	if int64(len(fp)) > off {
-		fp = fp[:off]
-	}
-	fs := fileState{Name: s.name, Rotated: rotated, Dev: s.dev, Inode: s.ino, Offset: off, FingerprintLen: len(fp)}
-	if len(fp) > 0 {
-		fs.Fingerprint = fingerprint(fp)
+	fs := fileState{Name: s.name, Rotated: rotated, Dev: s.dev, Inode: s.ino, Offset: s.committed(), FingerprintLen: len(s.fp)}
+	if len(s.fp) > 0 {
+		fs.Fingerprint = fingerprint(s.fp)
 	}
 	return fs
 }

@@ -2,7 +2,11 @@ package agentlog
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,10 +127,10 @@ func (w *tortureWriter) moved(f *os.File) bool {
 	return !os.SameFile(a, b)
 }
 
-// tailProc is one run of tailcmd and what it printed.
+// tailProc is one run of tailcmd and what it printed on stdout (progress
+// only: the output checked is the journal).
 type tailProc struct {
 	cmd        *exec.Cmd
-	afterKill  bool // started after a SIGKILL of the previous one
 	mu         sync.Mutex
 	lines      map[string][]int64 // per writer, in output order
 	bad        []string
@@ -135,12 +139,16 @@ type tailProc struct {
 }
 
 type tortureRun struct {
-	t       *testing.T
-	dir     string
-	state   string
-	procs   []*tailProc
-	maxSeen sync.Map // writer tag -> *atomic.Int64
-	diag    func() string
+	t     *testing.T
+	dir   string
+	state string
+	out   string // tailcmd's journal (-out), shared by every run
+	// pastMark counts the journal records found past the offsets' mark at
+	// the restarts: entries a SIGKILL left uncommitted in the offsets.
+	pastMark int
+	procs    []*tailProc
+	maxSeen  sync.Map // writer tag -> *atomic.Int64
+	diag     func() string
 }
 
 func (r *tortureRun) seen(tag string) *atomic.Int64 {
@@ -148,10 +156,20 @@ func (r *tortureRun) seen(tag string) *atomic.Int64 {
 	return v.(*atomic.Int64)
 }
 
-func (r *tortureRun) start(afterKill bool) *tailProc {
+// start runs a tailer. What counts as seen restarts from the journal: a
+// killed tailer may have recorded a line there without printing it.
+func (r *tortureRun) start() *tailProc {
 	r.t.Helper()
-	cmd := exec.Command(tailBin, "-dir", r.dir, "-state", r.state, "-grace", "3s", "-persist", "100ms", "-idle", "50ms")
-	p := &tailProc{cmd: cmd, afterKill: afterKill, lines: map[string][]int64{}, readerDone: make(chan struct{})}
+	committed, past := r.journal()
+	r.pastMark += past
+	r.maxSeen.Range(func(k, _ any) bool { r.maxSeen.Delete(k); return true })
+	for tag, seqs := range committed {
+		if len(seqs) > 0 {
+			r.seen(tag).Store(seqs[len(seqs)-1])
+		}
+	}
+	cmd := exec.Command(tailBin, "-dir", r.dir, "-state", r.state, "-out", r.out, "-grace", "3s", "-persist", "100ms", "-idle", "50ms")
+	p := &tailProc{cmd: cmd, lines: map[string][]int64{}, readerDone: make(chan struct{})}
 	cmd.Stderr = &p.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -182,6 +200,54 @@ func (r *tortureRun) start(afterKill bool) *tailProc {
 	}()
 	r.procs = append(r.procs, p)
 	return p
+}
+
+// journal parses tailcmd's journal into each writer's seqs in order, and
+// returns how many records it holds past the mark in the offsets file: the
+// ones a restart moves the offsets over. A last line without its newline
+// (a write torn by the SIGKILL) is not counted: the restart cuts it off.
+func (r *tortureRun) journal() (map[string][]int64, int) {
+	r.t.Helper()
+	data, err := os.ReadFile(r.out)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0
+	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	st, err := os.ReadFile(r.state)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var mark struct{ Mark *int64 }
+	if err := json.Unmarshal(st, &mark); err != nil || mark.Mark == nil {
+		r.t.Fatalf("offsets file without a journal mark (%v): %s", err, st)
+	}
+	if *mark.Mark > int64(len(data)) {
+		r.t.Fatalf("the journal holds %d bytes, less than its mark %d", len(data), *mark.Mark)
+	}
+	if i := bytes.LastIndexByte(data, '\n'); i+1 < len(data) {
+		data = data[:i+1]
+	}
+	seqs, past := map[string][]int64{}, 0
+	at := 0
+	for _, l := range strings.SplitAfter(string(data), "\n") {
+		if l == "" {
+			continue
+		}
+		if int64(at) >= *mark.Mark {
+			past++
+		}
+		at += len(l)
+		_, msg, _ := strings.Cut(strings.TrimSuffix(l, "\n"), " ")
+		tag, num, ok := strings.Cut(msg, " ")
+		seq, err := strconv.ParseInt(num, 10, 64)
+		if !ok || err != nil {
+			r.t.Fatalf("journal line %q is no writer's", l)
+		}
+		seqs[tag] = append(seqs[tag], seq)
+	}
+	return seqs, past
 }
 
 func (r *tortureRun) stop(p *tailProc, sig syscall.Signal) {
@@ -233,10 +299,11 @@ func (r *tortureRun) waitFor(what string, cond func() bool) {
 // cycle through rename (seelog style: the rotating writer re-creates at
 // once, the other keeps writing into the renamed file until it notices),
 // copytruncate and delete+recreate; the tailer process is stopped now and
-// then, by SIGKILL or SIGTERM, and restarted. Every line must come out in
-// order per writer; a line twice only as the replay after a SIGKILL (what
-// was handed out since the last persist); a line missing only if written
-// inside a copytruncate's copy-to-truncate window.
+// then, by SIGKILL or SIGTERM, and restarted. The tailer records what it
+// hands out in a journal (Options.Journal), which is the output checked:
+// every line exactly once and in order per writer, across the SIGKILLs
+// too; a line missing only if written inside a copytruncate's
+// copy-to-truncate window.
 // PATCHD_AGENTLOG_TORTURE=long (make bench-agentlog) runs 1000 rotations.
 func TestRotationTorture(t *testing.T) {
 	rotations := 120
@@ -244,7 +311,7 @@ func TestRotationTorture(t *testing.T) {
 		rotations = 1000
 	}
 	root := t.TempDir()
-	r := &tortureRun{t: t, dir: filepath.Join(root, "logs"), state: filepath.Join(root, StateFile)}
+	r := &tortureRun{t: t, dir: filepath.Join(root, "logs"), state: filepath.Join(root, StateFile), out: filepath.Join(root, "journal")}
 	if err := os.Mkdir(r.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +343,7 @@ func TestRotationTorture(t *testing.T) {
 		return b.String()
 	}
 
-	proc := r.start(false)
+	proc := r.start()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for _, w := range writers {
@@ -376,7 +443,7 @@ func TestRotationTorture(t *testing.T) {
 		}
 		// Stop the tailer a few times, right after a rename so that the
 		// other writer is still writing into the renamed file.
-		if kind == 0 && i > 0 && i%(rotations/5) < 3 {
+		if kind == 0 && i > 0 && i%(rotations/10) < 3 {
 			sig := syscall.SIGKILL
 			if (kills+terms)%3 == 2 {
 				sig = syscall.SIGTERM
@@ -388,7 +455,7 @@ func TestRotationTorture(t *testing.T) {
 			} else {
 				terms++
 			}
-			proc = r.start(sig == syscall.SIGKILL)
+			proc = r.start()
 		}
 	}
 	// Let the writers reach the file after the last rotation, so that
@@ -406,44 +473,43 @@ func TestRotationTorture(t *testing.T) {
 		t.Fatalf("only %d SIGKILLs and %d SIGTERMs", kills, terms)
 	}
 
-	// Check the output per writer.
-	totalMissing, totalWindow, replays, written := 0, 0, 0, int64(0)
+	// Check the journal per writer: every line once, in order, and a line
+	// missing only if written inside a copytruncate window.
+	out, past := r.journal()
+	if past != 0 {
+		t.Fatalf("after a clean stop %d journal records are past the offsets' mark", past)
+	}
+	printed := 0 // lines on the tailers' stdout, replays after SIGKILL included
+	for pi, p := range r.procs {
+		if len(p.bad) > 0 {
+			t.Fatalf("process %d printed lines that are no writer's: %q", pi, p.bad[:min(3, len(p.bad))])
+		}
+		for _, ls := range p.lines {
+			printed += len(ls)
+		}
+	}
+	totalMissing, totalWindow, journaled, written := 0, 0, 0, int64(0)
 	for _, w := range writers {
 		last := w.last.Load()
 		written += last
-		seen := make([]int, last+1)
-		var prevMax int64
-		for pi, p := range r.procs {
-			if len(p.bad) > 0 {
-				t.Fatalf("process %d printed lines that are no writer's: %q", pi, p.bad[:min(3, len(p.bad))])
+		seen := make([]bool, last+1)
+		var prev int64
+		for k, seq := range out[w.tag] {
+			if seq < 1 || seq > last {
+				t.Fatalf("%s: journal has %d, only 1..%d written", w.tag, seq, last)
 			}
-			var prev int64
-			for _, seq := range p.lines[w.tag] {
-				if seq < 1 || seq > last {
-					t.Fatalf("%s: printed %d, only 1..%d written", w.tag, seq, last)
+			if seq <= prev {
+				for pi, p := range r.procs {
+					t.Logf("process %d log:\n%s", pi, p.stderr.String())
 				}
-				seen[seq]++
-				if seq <= prevMax {
-					// A replay of what an earlier process printed: allowed
-					// only after a SIGKILL (offsets are saved at most once
-					// a second). Replays of a renamed file still being
-					// drained may interleave with the new file's lines, so
-					// they are exempt from the order check below.
-					if !p.afterKill {
-						t.Fatalf("%s: %d printed again by process %d, which followed a clean stop", w.tag, seq, pi)
-					}
-					replays++
-					continue
-				}
-				if seq <= prev {
-					t.Fatalf("%s: process %d printed %d after %d (out of order or twice)", w.tag, pi, seq, prev)
-				}
-				prev = seq
+				t.Fatalf("%s: journal has %d after %d (out of order or twice); around it: %v\n%s",
+					w.tag, seq, prev, out[w.tag][max(0, k-5):min(len(out[w.tag]), k+5)], strings.Join(history, "\n"))
 			}
-			prevMax = max(prevMax, prev)
+			seen[seq], prev = true, seq
+			journaled++
 		}
 		for seq := int64(1); seq <= last; seq++ {
-			if seen[seq] > 0 {
+			if seen[seq] {
 				continue
 			}
 			inWindow := false
@@ -456,15 +522,15 @@ func TestRotationTorture(t *testing.T) {
 			if !inWindow {
 				for pi, p := range r.procs {
 					t.Logf("process %d log:\n%s", pi, p.stderr.String())
-					ls := p.lines[w.tag]
-					for k, v := range ls {
-						if v > seq {
-							t.Logf("process %d printed around it: %v", pi, ls[max(0, k-5):min(len(ls), k+5)])
-							break
-						}
+				}
+				ls := out[w.tag]
+				for k, v := range ls {
+					if v > seq {
+						t.Logf("journal around it: %v", ls[max(0, k-5):min(len(ls), k+5)])
+						break
 					}
 				}
-				t.Fatalf("%s: line %d never printed and not written inside a copytruncate window\n%s", w.tag, seq, strings.Join(history, "\n"))
+				t.Fatalf("%s: line %d never in the journal and not written inside a copytruncate window\n%s", w.tag, seq, strings.Join(history, "\n"))
 			}
 			totalMissing++
 		}
@@ -472,7 +538,17 @@ func TestRotationTorture(t *testing.T) {
 			totalWindow += int(win.to - win.from)
 		}
 	}
+	// Entries a killed tailer recorded after its last write of the
+	// offsets, which the restart must not hand out again: without any, the
+	// kills tested nothing. The stdout copy is printed after the record,
+	// so it can only be short of the journal.
+	if r.pastMark == 0 {
+		t.Fatalf("%d SIGKILLs but the journal never held a record past the offsets' mark at a restart: the kills missed the stream", kills)
+	}
+	if printed > journaled {
+		t.Fatalf("%d lines printed but %d in the journal: some were handed out twice", printed, journaled)
+	}
 	t.Logf("%d rotations (%d rename, %d copytruncate, %d delete), %d SIGKILL and %d SIGTERM restarts, %d lines written; "+
-		"%d lines missing of %d written inside copy-to-truncate windows; %d lines replayed after SIGKILL",
-		rotations, counts[0], counts[1], counts[2], kills, terms, written, totalMissing, totalWindow, replays)
+		"%d lines missing of %d written inside copy-to-truncate windows; %d entries recorded past the offsets at a SIGKILL, none handed out again",
+		rotations, counts[0], counts[1], counts[2], kills, terms, written, totalMissing, totalWindow, r.pastMark)
 }
