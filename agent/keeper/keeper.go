@@ -421,6 +421,13 @@ func (k *Keeper) handleLog(ev agentlog.Event) {
 			k.episode = nil
 		}
 	case ev.Kind == agentlog.CredentialsError:
+		if last := k.state.Last; last != nil && !ev.Time.IsZero() && !ev.Time.After(last.Time) {
+			// Logged before the agent's last restart by patchd, which
+			// answered it: it says nothing of the agent now. After a
+			// crash of patchd the log tail hands out its last second
+			// again, and such a line must not restart the agent twice.
+			return
+		}
 		if k.episode == nil {
 			k.episode = &Episode{Since: k.clock.Now()}
 			k.log.Info("agent reports credential errors", "message", ev.Message)

@@ -394,6 +394,44 @@ func TestRestartEndsTheEpisodesClaim(t *testing.T) {
 	h.wantRestarts(1)
 }
 
+// A credentials error logged before the agent's last restart by patchd is
+// not a new episode: after a crash of patchd the log tail hands out the
+// entries of its last second again, and those must not restart the agent a
+// second time. An error logged after the restart still counts.
+func TestCredentialErrorBeforeLastRestartIgnored(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.imdsServes(true)
+	h.clock.Advance(time.Minute)
+	logged := h.clock.Now()
+	credErr := agentlog.Event{Time: logged, Kind: agentlog.CredentialsError, Message: "AccessDeniedException"}
+	h.k.LogEvent(credErr)
+	h.step()
+	h.clock.Advance(time.Minute)
+	h.imdsServes(true)
+	h.step()
+	h.wantRestarts(1)
+
+	// patchd is killed and started again; the tail replays the error.
+	h.reopen(testConfig())
+	h.clock.Advance(time.Minute)
+	h.k.LogEvent(credErr)
+	h.imdsServes(true)
+	h.step()
+	h.wantRestarts(1)
+	if st := h.k.Status(); st.CredentialsEpisode != nil {
+		t.Fatalf("a replayed error opened an episode: %+v", st.CredentialsEpisode)
+	}
+
+	later := credErr
+	later.Time = h.clock.Now()
+	h.k.LogEvent(later)
+	h.step()
+	h.clock.Advance(time.Minute)
+	h.imdsServes(true)
+	h.step()
+	h.wantRestarts(2)
+}
+
 // Credential errors that go on after stuck-credentials restarts (a policy
 // that still denies) are restarted for with growing gaps, not at every
 // new episode.
