@@ -74,6 +74,10 @@ func FuzzRestore(f *testing.F) {
 	f.Add([]byte(`{"version":1,"files":[{"name":"../x","dev":1,"inode":2,"offset":-1}]}`))
 	f.Add([]byte(`not json`))
 	f.Add([]byte(``))
+	// With a journal mark: the journal below holds three records.
+	f.Add([]byte(`{"version":1,"files":[{"name":"amazon-ssm-agent.log","dev":DEV,"inode":INODE,"offset":35,"fingerprint_len":105,"fingerprint":"x"}],"mark":1}`))
+	f.Add([]byte(`{"version":1,"files":[{"name":"amazon-ssm-agent.log","rotated":true,"dev":DEV,"inode":OLDINODE,"offset":0,"fingerprint_len":0,"fingerprint":""},{"name":"amazon-ssm-agent.log","dev":DEV,"inode":INODE,"offset":0,"fingerprint_len":0,"fingerprint":""}],"mark":0}`))
+	f.Add([]byte(`{"version":1,"files":[],"mark":7}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dir := t.TempDir()
 		logs := filepath.Join(dir, "logs")
@@ -99,16 +103,28 @@ func FuzzRestore(f *testing.F) {
 		if err := os.WriteFile(state, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		tl, err := New(Options{Dir: logs, Files: []string{agentLog, "errors.log"}, StatePath: state, Sink: func(Event) {}})
+		// Records past any mark: of the log, of the rotated copy, and of
+		// a file the offsets cannot name.
+		j := newMemJournal()
+		j.pos = []Position{{dev, ino, 35}, {dev, oino, 70}, {dev, ino + oino + 1, 5}}
+		j.msgs = make([]string, len(j.pos))
+		tl, err := New(Options{Dir: logs, Files: []string{agentLog, "errors.log"}, StatePath: state, Sink: func(Event) {}, Journal: j})
 		if err != nil {
 			t.Fatal(err)
 		}
-		tl.restore()
+		if err := tl.restore(); err != nil {
+			return // the journal could not recover: Run stops, as it should
+		}
+		open := map[[2]uint64]bool{}
 		for _, fl := range tl.follow {
 			for _, s := range append(fl.old, fl.cur) {
 				if s == nil {
 					continue
 				}
+				if open[[2]uint64{s.dev, s.ino}] {
+					t.Errorf("%s (inode %d) opened twice", s.path, s.ino)
+				}
+				open[[2]uint64{s.dev, s.ino}] = true
 				if s.off < 0 || s.off > int64(len(content)) {
 					t.Errorf("%s opened at %d, size %d", s.path, s.off, len(content))
 				}

@@ -44,6 +44,9 @@ func (j *memJournal) Recover(mark int64) ([]Position, error) {
 	if j.recErr != nil {
 		return nil, j.recErr
 	}
+	if mark > int64(len(j.pos)) {
+		return nil, errors.New("mark past the journal's end")
+	}
 	return append([]Position(nil), j.pos[mark:]...), nil
 }
 
