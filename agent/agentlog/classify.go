@@ -13,8 +13,9 @@ import (
 // text is stable across 2.x and 3.x while the context tags are not, so
 // matching is on the message text.
 
-// view is b as a string without a copy, for the searches below only: it
-// must not outlive b, which the caller reuses.
+// view is b as a string without a copy, for the searches below and for an
+// event's Message: it must not outlive b's next reuse, which is why an
+// event's strings are valid only during the call that hands it out.
 func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 func has(b []byte, s string) bool { return strings.Contains(view(b), s) }

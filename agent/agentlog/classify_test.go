@@ -135,7 +135,7 @@ func TestExtract(t *testing.T) {
 		{in: "2024-10-21 10:05:00 INFO [ssm-agent-worker] document 1111-2222 submission started", docID: "1111-2222"},
 	} {
 		var got []Entry
-		c := Classifier{Emit: func(e Entry) { got = append(got, e) }}
+		c := Classifier{Emit: func(e Entry) { got = append(got, e.Clone()) }}
 		c.Feed([]byte(tc.in), 0, int64(len(tc.in))+1)
 		c.Flush()
 		if len(got) != 1 {
@@ -149,12 +149,70 @@ func TestExtract(t *testing.T) {
 	}
 }
 
+// TestCloneOutlivesTheBuffer: an event's strings view the Classifier's
+// buffer, which the next entry overwrites; a Clone kept from the Emit call
+// keeps the message and ids it had there.
+func TestCloneOutlivesTheBuffer(t *testing.T) {
+	lines := []string{
+		"2024-10-21 10:00:00 INFO [amazon-ssm-agent] Starting Core Agent: amazon-ssm-agent - v3.3.1142.0",
+		"2024-10-21 10:00:01 INFO command: aws.ssm.6f7e2a4b-3c1d-4e5f-9a8b-7c6d5e4f3a2b.i-0123456789abcdef0 complete",
+		"2024-10-21 10:00:02 INFO [ssm-document-worker] [0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d] document worker closed",
+		"2024-10-21 10:00:03 INFO " + strings.Repeat("x", 120),
+		"2024-10-21 10:00:04 INFO " + strings.Repeat("y", 120),
+	}
+	var kept, inCall []Event
+	c := Classifier{Emit: func(e Entry) {
+		inCall = append(inCall, Event{Message: strings.Clone(e.Message), AgentVersion: strings.Clone(e.AgentVersion),
+			CommandID: strings.Clone(e.CommandID), DocumentID: strings.Clone(e.DocumentID)})
+		kept = append(kept, e.Event.Clone())
+	}}
+	for i, l := range lines {
+		c.Feed([]byte(l), int64(i*200), int64(i*200+len(l)+1))
+	}
+	c.Flush()
+	if len(kept) != len(lines) {
+		t.Fatalf("%d entries for %d lines", len(kept), len(lines))
+	}
+	for i, e := range kept {
+		if e.Message != inCall[i].Message || e.AgentVersion != inCall[i].AgentVersion ||
+			e.CommandID != inCall[i].CommandID || e.DocumentID != inCall[i].DocumentID {
+			t.Errorf("entry %d kept as %+v, was %+v in the call", i, e, inCall[i])
+		}
+	}
+	if kept[0].AgentVersion != "3.3.1142.0" || kept[1].CommandID != "6f7e2a4b-3c1d-4e5f-9a8b-7c6d5e4f3a2b" ||
+		kept[2].DocumentID != "0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d" {
+		t.Errorf("ids kept: %q %q %q", kept[0].AgentVersion, kept[1].CommandID, kept[2].DocumentID)
+	}
+}
+
+// TestClone: the copy equals the original, and ids that are not part of
+// the message (an event built by hand) are copied too.
+func TestClone(t *testing.T) {
+	for _, e := range []Event{
+		{},
+		{Kind: Reboot, CommandID: "c6"},
+		{Message: "m", DocumentID: "d", AgentVersion: "1.2"},
+		{Message: "amazon-ssm-agent - v3.3.1142.0", AgentVersion: "3.3.1142.0"},
+	} {
+		if got := e.Clone(); got != e {
+			t.Errorf("Clone(%+v) = %+v", e, got)
+		}
+	}
+	msg := []byte("document 1111-2222 submission started")
+	e := Event{Message: view(msg), DocumentID: view(msg[9:18])}
+	c := e.Clone()
+	copy(msg, strings.Repeat("z", len(msg)))
+	if c.Message != "document 1111-2222 submission started" || c.DocumentID != "1111-2222" {
+		t.Errorf("clone changed with the buffer: %+v", c)
+	}
+}
+
 // TestClassifierOffsets checks what the tailer relies on: an open entry
 // reports where it starts, and continuation lines after a flush are a tail,
 // not a new event.
 func TestClassifierOffsets(t *testing.T) {
 	var got []Entry
-	c := Classifier{File: "amazon-ssm-agent.log", Emit: func(e Entry) { got = append(got, e) }}
+	c := Classifier{File: "amazon-ssm-agent.log", Emit: func(e Entry) { got = append(got, e.Clone()) }}
 	c.Feed([]byte("2024-10-21 10:00:00 ERROR Retrieve credentials produced error: x"), 0, 60)
 	if s, ok := c.Pending(); !ok || s != 0 {
 		t.Fatalf("Pending() = %d, %v; want 0, true", s, ok)

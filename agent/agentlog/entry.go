@@ -1,9 +1,8 @@
 package agentlog
 
-import "unsafe"
-
 // Entry is a classified entry as the Classifier hands it out: the event plus
-// where its lines are.
+// where its lines are. Its strings are valid only during the Emit call, as
+// an Event's are.
 type Entry struct {
 	Event
 	// FirstLine is the 1-based number of the entry's first physical line
@@ -29,15 +28,20 @@ type Entry struct {
 type Classifier struct {
 	// File is copied into each event's File.
 	File string
-	// Emit receives each complete entry, in input order.
+	// Emit receives each complete entry, in input order. The entry's
+	// Message and ids are valid only during the call (see Event): an Emit
+	// that keeps the entry keeps its Clone.
 	Emit func(Entry)
 
 	lineNo  int64
 	pending bool
 	cur     Entry
-	msg     []byte // the pending entry's first-line message (owned copy)
-	found   found  // the markers in msg
-	arena   []byte // the current block for messages (see intern)
+	// msg is the pending entry's first-line message, copied out of the
+	// caller's line, which is gone by the time the entry completes. The
+	// event handed out views it (no copy per entry), so it is overwritten
+	// only by the next entry's first line, after the Emit call returned.
+	msg   []byte
+	found found // the markers in msg
 	// lastKind is what continuation lines after a flush carry.
 	lastKind Kind
 	stamps   stampCache
@@ -87,7 +91,7 @@ func (c *Classifier) Flush() {
 		return
 	}
 	c.pending = false
-	c.cur.Message = c.intern(c.msg)
+	c.cur.Message = view(c.msg)
 	extract(&c.cur.Event, c.cur.Message, c.found)
 	c.lastKind = c.cur.Kind
 	e := c.cur
@@ -110,24 +114,9 @@ func (c *Classifier) Reset() {
 	c.lineNo = 0
 }
 
-// arenaBlock is the size of the blocks messages are copied into: one
-// allocation per few hundred entries instead of one per entry, which is most
-// of the garbage a busy log makes. A block is never written again once a
-// message in it is handed out; an event kept by a subscriber keeps its block
-// (64 KiB) alive.
-const arenaBlock = 64 << 10
-
-func (c *Classifier) intern(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	if len(b) > arenaBlock/8 {
-		return string(b)
-	}
-	if cap(c.arena)-len(c.arena) < len(b) {
-		c.arena = make([]byte, 0, arenaBlock)
-	}
-	start := len(c.arena)
-	c.arena = append(c.arena, b...)
-	return unsafe.String(&c.arena[start], len(b))
+// Clone returns e with its own copy of the event's strings (Event.Clone),
+// for an Emit that keeps the entry.
+func (e Entry) Clone() Entry {
+	e.Event = e.Event.Clone()
+	return e
 }

@@ -1,6 +1,7 @@
 package agentlog
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -163,9 +164,12 @@ func (m *Metrics) event(ev *Event, now func() time.Time) {
 		m.mu.Lock()
 		if ev.AgentVersion != m.curVersion {
 			// One series: the version now running, not every one seen.
+			// The label and curVersion outlive the event: a copy
+			// (Event's strings are the classifier's buffer).
+			v := strings.Clone(ev.AgentVersion)
 			m.version.Reset()
-			m.version.WithLabelValues(ev.AgentVersion).Set(1)
-			m.curVersion = ev.AgentVersion
+			m.version.WithLabelValues(v).Set(1)
+			m.curVersion = v
 		}
 		m.mu.Unlock()
 	}

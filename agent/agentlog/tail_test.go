@@ -69,7 +69,7 @@ func (h *harness) options() Options {
 	return Options{
 		Dir: h.dir, Files: []string{agentLog, "errors.log"}, StatePath: h.state,
 		RotationGrace: 300 * time.Millisecond, IdleFlush: 30 * time.Millisecond, PersistInterval: 10 * time.Millisecond,
-		Sink:    func(e Event) { h.events <- e },
+		Sink:    func(e Event) { h.events <- e.Clone() },
 		Logger:  slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics: h.m,
 	}

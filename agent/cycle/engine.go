@@ -132,10 +132,12 @@ func New(o Options) (*Engine, error) {
 func (e *Engine) Command(ev ssm.CommandEvent) { e.enqueue(ev) }
 
 // Log enqueues an agent log event; only reboot and command-end events
-// matter, the rest is dropped here to keep the queue short.
+// matter, the rest is dropped here to keep the queue short. The event's
+// strings are valid only during the call (agentlog.Event): what is queued
+// is a clone.
 func (e *Engine) Log(ev agentlog.Event) {
 	if ev.Kind == agentlog.Reboot || ev.Kind == agentlog.CommandEnd {
-		e.enqueue(ev)
+		e.enqueue(ev.Clone())
 	}
 }
 

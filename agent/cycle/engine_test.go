@@ -522,6 +522,24 @@ func TestRebootFromLog(t *testing.T) {
 	h.counts(t, map[string]int{"pre-reboot/10-r": 1})
 }
 
+// TestLogKeepsItsCopy: an event's strings are the log tail's buffer, which
+// the next line overwrites once Log returns, while the engine handles the
+// event on its own goroutine, from its own copy.
+func TestLogKeepsItsCopy(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("c6", true)
+	h.send(install("c6", "seen", "InProgress"))
+	c := agentlog.Classifier{Emit: func(e agentlog.Entry) { h.e.Log(e.Event) }}
+	reboot := "INFO [ssm-agent-worker] aws.ssm.c6.i-0123456789abcdef0 requested reboot, need to resume"
+	c.Feed([]byte(reboot), 0, int64(len(reboot))+1)
+	// This line hands the reboot out, then takes the buffer over.
+	other := "INFO " + strings.Repeat("z", len(reboot)-len("INFO "))
+	c.Feed([]byte(other), 0, int64(len(other))+1)
+	h.flush()
+	h.counts(t, map[string]int{"pre-reboot/10-r": 1})
+}
+
 func TestCrashMidHookReruns(t *testing.T) {
 	r := &fakeRunner{hooks: allHooks, block: "pre-patch/20-b", start: make(chan string, 16)}
 	h := newHarness(t, r)

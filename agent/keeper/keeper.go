@@ -246,13 +246,15 @@ func (k *Keeper) poke() {
 func (k *Keeper) Recheck() { k.poke() }
 
 // LogEvent takes an agent log event. It only enqueues, never blocks: a
-// full queue drops the event and counts it.
+// full queue drops the event and counts it. The event's strings are the
+// log tail's buffer, valid only during the call: what is enqueued is a
+// clone, made after the filter so that the rest costs nothing.
 func (k *Keeper) LogEvent(ev agentlog.Event) {
 	if !relevant(ev) {
 		return
 	}
 	select {
-	case k.logCh <- ev:
+	case k.logCh <- ev.Clone():
 	default:
 		k.dropped.Inc()
 	}

@@ -640,3 +640,19 @@ func TestRunRestartsAndRechecks(t *testing.T) {
 	h.mgr.hold <- struct{}{}
 	h.wantRestarts(2)
 }
+
+// TestLogEventKeepsItsCopy: an event's strings are the log tail's buffer,
+// which the next line overwrites once LogEvent returns; the keeper handles
+// the event later, from its own copy.
+func TestLogEventKeepsItsCopy(t *testing.T) {
+	h := newHarness(t, testConfig())
+	c := agentlog.Classifier{Emit: func(e agentlog.Entry) { h.k.LogEvent(e.Event) }}
+	feed := func(l string) { c.Feed([]byte(l), 0, int64(len(l))+1) }
+	feed("INFO [amazon-ssm-agent] Starting Core Agent: amazon-ssm-agent - v3.3.1142.0")
+	// This line hands the first entry out, then takes the buffer over.
+	feed("INFO [amazon-ssm-agent] Starting Core Agent: amazon-ssm-agent - v9.9.9999.9")
+	h.step()
+	if st := h.k.Status(); st.AgentVersion != "3.3.1142.0" {
+		t.Fatalf("agent version %q, want 3.3.1142.0 (the event handed out)", st.AgentVersion)
+	}
+}

@@ -54,7 +54,8 @@ type daemon struct {
 	// reloaders get each new valid configuration after SIGHUP.
 	reloaders []func(config.Config)
 	// Event subscribers; producers call them from their own goroutine, so a
-	// subscriber must only enqueue.
+	// subscriber must only enqueue. A log event's strings are valid only
+	// during the call (agentlog.Event): a subscriber enqueues its Clone.
 	logSubs []func(agentlog.Event)
 	cmdSubs []func(ssm.CommandEvent)
 
@@ -82,6 +83,8 @@ func (d *daemon) addActor(name string, run func(ctx context.Context) error) {
 
 func (d *daemon) onReload(f func(config.Config)) { d.reloaders = append(d.reloaders, f) }
 
+// emitLog hands a log event to every subscriber as it came: each clones
+// what it keeps, and most keep nothing.
 func (d *daemon) emitLog(ev agentlog.Event) {
 	for _, s := range d.logSubs {
 		s(ev)
