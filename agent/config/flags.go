@@ -97,7 +97,7 @@ func AddFlags(app *kingpin.Application) *Flags {
 	num("cycle.ledger-max-entries", "Entries kept in ledger.jsonl.", func(c *Config) *int { return &c.Cycle.LedgerMaxEntries })
 	list("agent-log.files", "Agent log files to follow, inside --path.agent-logs.", func(c *Config) *[]string { return &c.AgentLog.Files })
 	dur("agent-log.rotation-grace", "How long a rotated log file is still drained.", func(c *Config) *time.Duration { return &c.AgentLog.RotationGrace })
-	str("imds.endpoint", "Instance metadata service address (empty: the default 169.254.169.254).", func(c *Config) *string { return &c.IMDS.Endpoint })
+	str("imds.endpoint", "Instance metadata service address (empty: $AWS_EC2_METADATA_SERVICE_ENDPOINT, else 169.254.169.254).", func(c *Config) *string { return &c.IMDS.Endpoint })
 	dur("imds.poll-interval", "How often the instance's IAM role is read from IMDS (with jitter).", func(c *Config) *time.Duration { return &c.IMDS.PollInterval })
 	dur("imds.timeout", "Timeout of one IMDS request.", func(c *Config) *time.Duration { return &c.IMDS.Timeout })
 	boolean("agent.restart", "Restart amazon-ssm-agent on a role change or stuck credentials (--no-agent.restart: only watch).", func(c *Config) *bool { return &c.Agent.Restart })

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,8 +25,8 @@ import (
 
 // Options configure a Watcher.
 type Options struct {
-	// Endpoint overrides the IMDS address; empty is the SDK's default
-	// (http://169.254.169.254).
+	// Endpoint overrides the IMDS address; empty is EndpointEnv when set,
+	// else the SDK's default (http://169.254.169.254).
 	Endpoint string
 	// PollInterval is the longest time between two reads; each wait is
 	// shortened by up to a tenth at random so that a fleet does not poll in
@@ -172,7 +173,7 @@ func newClient(o Options) *sdkimds.Client {
 		},
 	}
 	return sdkimds.New(sdkimds.Options{
-		Endpoint:          o.Endpoint,
+		Endpoint:          ResolveEndpoint(o.Endpoint),
 		ClientEnableState: sdkimds.ClientEnabled,
 		// IMDSv2 only: falling back to v1 after a failed token request
 		// would hide the failure and keep using the insecure flow.
@@ -189,6 +190,20 @@ func newClient(o Options) *sdkimds.Client {
 			so.RateLimiter = ratelimit.None
 		}),
 	})
+}
+
+// EndpointEnv is the AWS SDKs' and CLI's variable for another IMDS address
+// (a local proxy, a test double). The feature/ec2/imds client alone does
+// not read it; the config package of the SDK does, and so does patchd.
+const EndpointEnv = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
+
+// ResolveEndpoint is the address used: the configured one, else
+// EndpointEnv, else "" (the SDK's default).
+func ResolveEndpoint(configured string) string {
+	if configured != "" {
+		return configured
+	}
+	return os.Getenv(EndpointEnv)
 }
 
 // SetConfig applies reloaded settings; the next poll uses them.

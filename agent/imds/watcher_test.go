@@ -307,6 +307,23 @@ func TestAttachWhereNone(t *testing.T) {
 	}
 }
 
+// Without an endpoint in the configuration, AWS_EC2_METADATA_SERVICE_ENDPOINT
+// names the IMDS as it does for the AWS CLI and SDKs; a configured one wins.
+func TestEndpointFromEnvironment(t *testing.T) {
+	_, srv := newFakeIMDS(t, profA)
+	t.Setenv(EndpointEnv, srv.URL)
+	tw := newTestWatcher(t, "", t.TempDir(), clockwork.NewFakeClock())
+	if o := tw.Poll(context.Background()); !o.Known || o.Identity != profA {
+		t.Fatalf("poll with the endpoint from %s = %+v, want profile a", EndpointEnv, o)
+	}
+	// A configured endpoint wins: this one refuses connections.
+	t.Setenv(EndpointEnv, srv.URL)
+	tw = newTestWatcher(t, "http://127.0.0.1:9", t.TempDir(), clockwork.NewFakeClock())
+	if o := tw.Poll(context.Background()); o.Known {
+		t.Fatalf("poll with a configured endpoint = %+v, want it used (unknown: refused)", o)
+	}
+}
+
 // Run polls at start and then within one poll interval (jitter only
 // shortens the wait); PollSoon polls at once.
 func TestRunPollsWithinInterval(t *testing.T) {

@@ -60,6 +60,10 @@ func (d *daemon) setupKeeper() error {
 	if err != nil {
 		return err
 	}
+	if cfg.IMDS.Endpoint == "" && imds.ResolveEndpoint("") != "" {
+		d.logger.Info("instance metadata address taken from the environment", "part", "role-watcher",
+			"variable", imds.EndpointEnv, "endpoint", imds.ResolveEndpoint(""))
+	}
 	p.watcher, err = imds.New(imds.Options{
 		Endpoint:     cfg.IMDS.Endpoint,
 		PollInterval: cfg.IMDS.PollInterval,

@@ -124,6 +124,18 @@ func newRoot(t *testing.T) string {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The container shares the host's network: a patchd running on the
+	// packaged configuration must not poll whatever answers at
+	// 169.254.169.254 here. A refused loopback port is "IMDS unknown";
+	// a test that wants an IMDS configures imds.endpoint, which wins.
+	dropIn := filepath.Join(dir, "etc/systemd/system/patchd.service.d")
+	if err := os.MkdirAll(dropIn, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dropIn, "10-test-imds.conf"),
+		[]byte("[Service]\nEnvironment=AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return dir
 }
 

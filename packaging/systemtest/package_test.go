@@ -92,6 +92,11 @@ func TestInstallDeb(t *testing.T) {
 	if out, err := c.execOut("patchd", "check"); err != nil {
 		t.Errorf("patchd check after a clean install: %v\n%s", err, out)
 	}
+	// The test's drop-in (newRoot) keeps the packaged configuration off the
+	// metadata address of whatever host runs this.
+	if j := c.journal("patchd.service"); !strings.Contains(j, "AWS_EC2_METADATA_SERVICE_ENDPOINT") {
+		t.Errorf("patchd did not take the IMDS address from the environment:\n%s", j)
+	}
 	// The README's way to apply a configuration change on a minimal host
 	// (no procps, so no /bin/kill).
 	if out, err := c.execOut("systemctl", "reload", "patchd.service"); err != nil {
