@@ -119,6 +119,36 @@ func TestParseLine(t *testing.T) {
 	}
 }
 
+// TestStampCache: a line read with the minute cached has the time, level
+// and message it has without the cache, whatever came before it.
+func TestStampCache(t *testing.T) {
+	lines := []string{
+		"2024-10-21 10:00:01.5 INFO a",
+		"2024-10-21 10:00:59.9999 INFO same minute",
+		"2024-10-21 10:00:60 INFO leap second",
+		"2024-10-21 10:00:61 INFO no such second",
+		"2024-10-21 10:00:0x INFO not a second",
+		"2024-10-21 10:00:07. INFO no fraction digits",
+		"2024-10-21 10:00:07.1INFO no space",
+		"2024-10-21 10:00:07 NOTICE not a level",
+		"2024-10-21 10:01:00 INFO next minute",
+		"2024-10-21 10:00:02 INFO back a minute",
+		"2024-10-21 10:0a:02 INFO bad minute",
+		"2024-10-21 10:00:03 WARN again",
+		"2024-10-21T10:00:03 INFO not this format",
+		"2024-03-10 02:30:00 INFO maybe a missing hour",
+		"2024-11-03 01:30:00 INFO maybe a repeated hour",
+		"2024-11-03 01:30:30 INFO and again",
+	}
+	var tc stampCache
+	for _, in := range lines {
+		got, want := parseLine([]byte(in), &tc), ParseLine([]byte(in))
+		if !got.Time.Equal(want.Time) || got.Level != want.Level || string(got.Msg) != string(want.Msg) {
+			t.Errorf("%q: with the cache %v %q %q, without %v %q %q", in, got.Time, got.Level, got.Msg, want.Time, want.Level, want.Msg)
+		}
+	}
+}
+
 func TestExtract(t *testing.T) {
 	for _, tc := range []struct {
 		in                      string

@@ -50,10 +50,14 @@ func FuzzClassify(f *testing.F) {
 				t.Fatalf("row %d: kind %q", i+1, cols[2])
 			}
 		}
+		var tc stampCache
 		for _, line := range bytes.Split(data, []byte("\n")) {
 			l := ParseLine(line)
 			if l.Level != "" && !slices.Contains(levels[:], l.Level) {
 				t.Fatalf("ParseLine(%q) level %q", line, l.Level)
+			}
+			if c := parseLine(line, &tc); !c.Time.Equal(l.Time) || c.Level != l.Level || !bytes.Equal(c.Msg, l.Msg) {
+				t.Fatalf("parseLine(%q) with the minute cached: %v %q %q, without: %v %q %q", line, c.Time, c.Level, c.Msg, l.Time, l.Level, l.Msg)
 			}
 			if got, want := scan(string(line)), naiveScan(string(line)); got != want {
 				t.Fatalf("scan(%q) = %v, substring search finds %v", line, got, want)

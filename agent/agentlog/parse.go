@@ -2,6 +2,7 @@ package agentlog
 
 import (
 	"bytes"
+	"encoding/binary"
 	"time"
 )
 
@@ -101,13 +102,23 @@ func parseStamp(b []byte, tc *stampCache) (time.Time, int, bool) {
 	if len(b) < 20 || b[4] != '-' || b[7] != '-' || b[10] != ' ' || b[13] != ':' || b[16] != ':' {
 		return time.Time{}, 0, false
 	}
-	y, ok1 := digits(b, 0, 4)
-	mo, ok2 := digits(b, 5, 7)
-	d, ok3 := digits(b, 8, 10)
-	h, ok4 := digits(b, 11, 13)
-	mi, ok5 := digits(b, 14, 16)
-	s, ok6 := digits(b, 17, 19)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60 {
+	// A log's lines come many per minute: when the minute is the one
+	// cached, it was valid then and only the seconds are read.
+	cached := tc.has(b[:16])
+	var y, mo, d, h, mi int
+	if !cached {
+		var ok1, ok2, ok3, ok4, ok5 bool
+		y, ok1 = digits(b, 0, 4)
+		mo, ok2 = digits(b, 5, 7)
+		d, ok3 = digits(b, 8, 10)
+		h, ok4 = digits(b, 11, 13)
+		mi, ok5 = digits(b, 14, 16)
+		if !(ok1 && ok2 && ok3 && ok4 && ok5) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 {
+			return time.Time{}, 0, false
+		}
+	}
+	s, ok := digits(b, 17, 19)
+	if !ok || s > 60 {
 		return time.Time{}, 0, false
 	}
 	n, ns := 19, 0
@@ -129,6 +140,16 @@ func parseStamp(b []byte, tc *stampCache) (time.Time, int, bool) {
 	if n >= len(b) || b[n] != ' ' {
 		return time.Time{}, 0, false
 	}
+	if cached && s <= 59 {
+		return tc.base.Add(time.Duration(s)*time.Second + time.Duration(ns)), n + 1, true
+	}
+	if cached { // a leap second: time.Date, from the fields, which are valid
+		y, _ = digits(b, 0, 4)
+		mo, _ = digits(b, 5, 7)
+		d, _ = digits(b, 8, 10)
+		h, _ = digits(b, 11, 13)
+		mi, _ = digits(b, 14, 16)
+	}
 	return tc.date(b[:16], y, mo, d, h, mi, s, ns), n + 1, true
 }
 
@@ -139,6 +160,13 @@ type stampCache struct {
 	key  [16]byte
 	base time.Time // key's minute at second 0
 	ok   bool
+}
+
+// has reports whether key is the cached minute. Two words, not a string
+// comparison: this runs for every line.
+func (tc *stampCache) has(key []byte) bool {
+	return tc != nil && tc.ok && binary.LittleEndian.Uint64(key) == binary.LittleEndian.Uint64(tc.key[:8]) &&
+		binary.LittleEndian.Uint64(key[8:]) == binary.LittleEndian.Uint64(tc.key[8:])
 }
 
 // date is time.Date(y, mo, d, h, mi, s, ns, time.Local), from the cache when
@@ -167,20 +195,36 @@ func (tc *stampCache) date(key []byte, y, mo, d, h, mi, s, ns int) time.Time {
 // parseLevel reads a level token followed by a space or the end of line and
 // returns the level and how many bytes it took (with the space).
 func parseLevel(b []byte) (string, int, bool) {
-	if len(b) < 4 || b[0] < 'A' || b[0] > 'W' {
+	if len(b) < 4 {
 		return "", 0, false
 	}
-	for _, lv := range levels {
-		if len(b) >= len(lv) && string(b[:len(lv)]) == lv {
-			n := len(lv)
-			if n == len(b) {
-				return lv, n, true
-			}
-			if b[n] == ' ' || b[n] == '\t' {
-				return lv, n + 1, true
-			}
-			return "", 0, false
-		}
+	// The levels' first letters differ: one comparison, not one per level.
+	var lv string
+	switch b[0] {
+	case 'T':
+		lv = levels[0]
+	case 'D':
+		lv = levels[1]
+	case 'I':
+		lv = levels[2]
+	case 'W':
+		lv = levels[3]
+	case 'E':
+		lv = levels[4]
+	case 'C':
+		lv = levels[5]
+	default:
+		return "", 0, false
+	}
+	n := len(lv)
+	if len(b) < n || string(b[:n]) != lv {
+		return "", 0, false
+	}
+	if n == len(b) {
+		return lv, n, true
+	}
+	if b[n] == ' ' || b[n] == '\t' {
+		return lv, n + 1, true
 	}
 	return "", 0, false
 }
@@ -196,7 +240,7 @@ func stripSource(m []byte) (msg, src []byte) {
 		return m, nil
 	}
 	inner := m[1:end]
-	if !bytes.Contains(inner, []byte(" @ ")) {
+	if !hasAt(inner) {
 		return m, nil
 	}
 	rest := m[end+1:]
@@ -204,6 +248,21 @@ func stripSource(m []byte) (msg, src []byte) {
 		rest = rest[1:]
 	}
 	return rest, inner
+}
+
+// hasAt reports whether b contains " @ ". Most lines begin with a context
+// tag like "[ssm-agent-worker]": an '@' is rare, a space is not.
+func hasAt(b []byte) bool {
+	for {
+		i := bytes.IndexByte(b, '@')
+		if i < 0 {
+			return false
+		}
+		if i > 0 && i+1 < len(b) && b[i-1] == ' ' && b[i+1] == ' ' {
+			return true
+		}
+		b = b[i+1:]
+	}
 }
 
 var months = []string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
