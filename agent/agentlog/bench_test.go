@@ -162,3 +162,27 @@ func TestIngestVsWc(t *testing.T) {
 
 // cpu is the user and system time a finished process used.
 func cpu(ps *os.ProcessState) time.Duration { return ps.UserTime() + ps.SystemTime() }
+
+// BenchmarkScan is the marker scan alone on the messages of the benchmark
+// log.
+func BenchmarkScan(b *testing.B) {
+	var buf bytes.Buffer
+	genLog(&buf, 1<<20)
+	var msgs []string
+	for _, l := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
+		msgs = append(msgs, string(ParseLine([]byte(l)).Msg))
+	}
+	b.SetBytes(int64(buf.Len()))
+	var n int
+	var at positions
+	for b.Loop() {
+		for _, m := range msgs {
+			if scan(m, &at) != (found{}) {
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		b.Fatal("no markers")
+	}
+}

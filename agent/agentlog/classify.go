@@ -121,11 +121,9 @@ var (
 	mCommandStart = reg(commandStartMarkers...)
 	mHealth       = reg(healthMarkers...)
 
-	mOS            = reg("OS: ")
 	mArch          = reg(", Arch: ")
 	mBanner        = reg("Amazon SSM Agent v")
 	mRunning       = reg(" is running")
-	mPid           = reg("(pid:")
 	mStarted       = reg(") started")
 	mCommandColon  = reg("command: ")
 	mExecutionOf   = reg("execution of ")
@@ -142,22 +140,61 @@ var (
 	mDocumentSpace = reg("document ")
 	mSubmission    = reg("submission started")
 	mFacts         = or(mVersionCore, mBanner, mAwsSsm, mSleeping, mDocTag, mInProgress, mDocumentColon, mDocumentSpace)
+	// mKinds are the markers kindOf looks at: a line with none is Other.
+	mKinds = or(mReboot, mNetwork, mCredentials, mStop, mStart, mArch, mBanner, mStarted,
+		mCommandEnd, mCommandColon, mExecutionOf, mCommandStart, mDocumentColon, mHealth)
+	deciding = newDecider([]found{mReboot, mNetwork, mCredentials, mStop, mStart},
+		[]Kind{Reboot, NetworkError, CredentialsError, AgentStop, AgentStart})
 )
+
+// decider knows the kinds that one marker decides by itself, which come
+// first in kindOf, by marker id. Their sets are registered in kindOf's
+// order, so the marker of a line with the lowest id is of the first kind
+// the line has: one lookup instead of a test per kind.
+type decider struct {
+	set  found
+	kind [maxMarkers]Kind
+}
+
+func newDecider(sets []found, kinds []Kind) decider {
+	var d decider
+	rank := map[Kind]int{}
+	for i := len(sets) - 1; i >= 0; i-- { // a marker in two sets is of the first
+		rank[kinds[i]] = i
+		d.set = or(d.set, sets[i])
+		for id := 0; id < maxMarkers; id++ {
+			if sets[i][id/64]&(1<<(id%64)) != 0 {
+				d.kind[id] = kinds[i]
+			}
+		}
+	}
+	last := 0
+	for id := 0; id < maxMarkers; id++ {
+		if k := d.kind[id]; k != "" {
+			if rank[k] < last {
+				panic("agentlog: marker sets registered out of kindOf's order") // a programming error, at init
+			}
+			last = rank[k]
+		}
+	}
+	return d
+}
 
 // Classify returns the event kind of an entry's first line. It follows
 // SSM-AGENT-FACTS.md "Log event kinds": a reboot marker first, then a
 // network cause (which wins over a credential context on the same line),
 // then credentials, stop, start, command end and start, health.
 func Classify(l *Line) Kind {
-	k, _ := classify(l)
+	k, _ := classify(l, nil)
 	return k
 }
 
-// classify is Classify that also returns the markers found, which extract
-// reuses instead of searching the line again.
-func classify(l *Line) (Kind, found) {
+// classify is Classify that also returns the markers found and sets their
+// positions in at (when not nil), which extract reuses instead of searching
+// the line again.
+func classify(l *Line, at *positions) (Kind, found) {
 	m := l.Msg
-	f := scan(view(m))
+	f := scan(view(m), at)
 	if len(l.Program) > 0 && l.Foreign() {
 		return classifyForeign(l.Program, m), f
 	}
@@ -165,16 +202,14 @@ func classify(l *Line) (Kind, found) {
 }
 
 func kindOf(f found, m []byte) Kind {
-	switch {
-	case f.any(mReboot):
-		return Reboot
-	case f.any(mNetwork):
-		return NetworkError
-	case f.any(mCredentials):
-		return CredentialsError
-	case f.any(mStop):
-		return AgentStop
-	case f.any(mStart), isStartLine(f):
+	if !f.any(mKinds) {
+		return Other
+	}
+	// A reboot marker first, then network, credentials, stop, start.
+	if d := f.and(deciding.set); d != (found{}) {
+		return deciding.kind[d.first()]
+	}
+	if isStartLine(f, m) {
 		return AgentStart
 	}
 	// A session worker shares the document worker's code and messages but
@@ -198,11 +233,13 @@ func kindOf(f found, m []byte) Kind {
 	return Other
 }
 
-// isStartLine matches start markers made of two parts.
-func isStartLine(f found) bool {
-	return (f.any(mOS) && f.any(mArch)) ||
+// isStartLine matches start markers made of two parts. "OS: " and "(pid:"
+// are too short for the scan's stride and count only next to their longer
+// part, so they are searched for only when it is there.
+func isStartLine(f found, m []byte) bool {
+	return (f.any(mArch) && has(m, "OS: ")) ||
 		(f.any(mBanner) && f.any(mRunning)) ||
-		(f.any(mPid) && f.any(mStarted)) // "Worker ssm-agent-worker (pid:N) started"
+		(f.any(mStarted) && has(m, "(pid:")) // "Worker ssm-agent-worker (pid:N) started"
 }
 
 // isCommandComplete matches "command: aws.ssm.<cmd>.<inst> complete" and
@@ -235,14 +272,14 @@ func classifyForeign(prog, m []byte) Kind {
 func refine(k Kind, level string, cont []byte) Kind {
 	switch k {
 	case CredentialsError:
-		if scan(view(cont)).any(mNetwork) {
+		if scan(view(cont), nil).any(mNetwork) {
 			return NetworkError
 		}
 	case Other:
 		if level != "WARN" && level != "ERROR" && level != "CRITICAL" {
 			return k
 		}
-		f := scan(view(cont))
+		f := scan(view(cont), nil)
 		if f.any(mNetwork) {
 			return NetworkError
 		}
@@ -259,47 +296,64 @@ func standalone(l *Line) bool {
 	if l.Foreign() {
 		return true
 	}
-	m := bytes.TrimSpace(l.Msg)
-	if len(m) > 0 && len(bytes.Trim(m, ".…")) == 0 { // a pasted "..."
+	if dotsOnly(bytes.TrimSpace(l.Msg)) { // a pasted "..."
 		return true
 	}
-	return has(m, "Initializing new seelog logger") || has(m, "New Seelog Logger Creation Complete")
+	return has(l.Msg, "Initializing new seelog logger") || has(l.Msg, "New Seelog Logger Creation Complete")
+}
+
+// dotsOnly reports whether m is one or more of '.' and '…': what
+// bytes.Trim(m, ".…") leaves empty, without decoding every line's runes.
+func dotsOnly(m []byte) bool {
+	if len(m) == 0 {
+		return false
+	}
+	for len(m) > 0 {
+		switch {
+		case m[0] == '.':
+			m = m[1:]
+		case bytes.HasPrefix(m, []byte("…")):
+			m = m[len("…"):]
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // extract fills the facts later features need from an entry's first line.
 // m is the event's own Message: the ids are substrings of it, so they cost
-// no allocation of their own.
-func extract(ev *Event, m string, f found) {
+// no allocation of their own. f and at are what scan found in m.
+func extract(ev *Event, m string, f found, at *positions) {
 	if !f.any(mFacts) {
 		return
 	}
 	if f.any(mVersionCore) {
-		ev.AgentVersion = versionAfter(m, "amazon-ssm-agent - v")
+		ev.AgentVersion = version(after(m, at, mVersionCore))
 	}
 	if ev.AgentVersion == "" && f.any(mBanner) {
-		ev.AgentVersion = versionAfter(m, "Amazon SSM Agent v")
+		ev.AgentVersion = version(after(m, at, mBanner))
 	}
 	if f.any(mAwsSsm) {
-		if i := strings.Index(m, "aws.ssm."); i >= 0 {
-			ev.CommandID = token(m[i+len("aws.ssm."):], '.')
-		}
+		ev.CommandID = token(after(m, at, mAwsSsm), '.')
 	}
-	ev.DocumentID = documentID(m, f)
+	ev.DocumentID = documentID(m, f, at)
 	if f.any(mSleeping) && f.any(mRetryCreds) {
-		i := strings.Index(m, "Sleeping for ")
-		if d, err := time.ParseDuration(token(m[i+len("Sleeping for "):], ' ')); err == nil && d > 0 {
+		if d, err := time.ParseDuration(token(after(m, at, mSleeping), ' ')); err == nil && d > 0 {
 			ev.Backoff = d
 		}
 	}
 }
 
-// versionAfter reads a dotted version number right after marker.
-func versionAfter(m string, marker string) string {
-	i := strings.Index(m, marker)
-	if i < 0 {
-		return ""
-	}
-	v := m[i+len(marker):]
+// after is m after the first place of marker (a set of one), which scan
+// found in m and set in at.
+func after(m string, at *positions, marker found) string {
+	id := marker.first()
+	return m[int(at[id])+len(markers.pats[id]):]
+}
+
+// version reads a dotted version number at the start of v.
+func version(v string) string {
 	n := 0
 	for n < len(v) && n < 32 && (isDigit(v[n]) || v[n] == '.') {
 		n++
@@ -326,23 +380,16 @@ func token(b string, stop byte) string {
 // documentID finds the document id in "[ssm-document-worker] [<id>]",
 // "document: <id> worker started", "Found in-progress document - <id>",
 // "sending document: <id> complete response" and "document <id> ...".
-func documentID(m string, f found) string {
-	after := func(p string, stop byte) string {
-		i := strings.Index(m, p)
-		if i < 0 {
-			return ""
-		}
-		return token(m[i+len(p):], stop)
-	}
+func documentID(m string, f found, at *positions) string {
 	switch {
 	case f.any(mDocTag):
-		return after("[ssm-document-worker] [", ']')
+		return token(after(m, at, mDocTag), ']')
 	case f.any(mInProgress):
-		return after("Found in-progress document - ", ' ')
+		return token(after(m, at, mInProgress), ' ')
 	case f.any(mDocumentColon):
-		return after("document: ", ' ')
+		return token(after(m, at, mDocumentColon), ' ')
 	case f.any(mDocumentSpace) && (f.any(mSubmission) || f.any(mReboot)):
-		return after("document ", ' ')
+		return token(after(m, at, mDocumentSpace), ' ')
 	}
 	return ""
 }

@@ -297,8 +297,9 @@ func TestClassifyStream(t *testing.T) {
 	}
 }
 
-// TestScanMatchesSubstringSearch: the one-pass, every-third-position scan
-// finds exactly the markers a search for each would, wherever they sit.
+// TestScanMatchesSubstringSearch: the one-pass, every-fifth-position scan
+// finds exactly the markers a search for each would, wherever they sit, and
+// the first place of each.
 func TestScanMatchesSubstringSearch(t *testing.T) {
 	var lines []string
 	logs, _ := filepath.Glob("testdata/*/*.log")
@@ -310,13 +311,14 @@ func TestScanMatchesSubstringSearch(t *testing.T) {
 		lines = append(lines, strings.Split(string(b), "\n")...)
 	}
 	for _, p := range markers.pats {
-		for pad := 0; pad < 4; pad++ { // every alignment to the stride
-			lines = append(lines, strings.Repeat("x", pad)+p, strings.Repeat(".", pad)+p+"y", p[:len(p)-1])
+		for pad := 0; pad < stride+1; pad++ { // every alignment to the stride
+			x := strings.Repeat("x", pad)
+			lines = append(lines, x+p, strings.Repeat(".", pad)+p+"y", p[:len(p)-1], x+p+x+p, p[:min(pad, len(p))]+p+p)
 		}
 	}
 	for _, l := range lines {
-		if got, want := scan(l), naiveScan(l); got != want {
-			t.Errorf("scan(%q) = %v, want %v", l, got, want)
+		if err := checkScan(l); err != nil {
+			t.Error(err)
 		}
 	}
 }

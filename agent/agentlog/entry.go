@@ -41,7 +41,8 @@ type Classifier struct {
 	// event handed out views it (no copy per entry), so it is overwritten
 	// only by the next entry's first line, after the Emit call returned.
 	msg   []byte
-	found found // the markers in msg
+	found found     // the markers in msg
+	at    positions // and where they are
 	// lastKind is what continuation lines after a flush carry.
 	lastKind Kind
 	stamps   stampCache
@@ -77,7 +78,7 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 	}
 	c.msg = append(c.msg[:0], l.Msg...)
 	var kind Kind
-	kind, c.found = classify(&l)
+	kind, c.found = classify(&l, &c.at)
 	c.cur = Entry{
 		Event:     Event{Time: l.Time, File: c.File, Level: level, Kind: kind},
 		FirstLine: c.lineNo, Lines: 1, Start: start, End: end,
@@ -92,11 +93,11 @@ func (c *Classifier) Flush() {
 	}
 	c.pending = false
 	c.cur.Message = view(c.msg)
-	extract(&c.cur.Event, c.cur.Message, c.found)
+	extract(&c.cur.Event, c.cur.Message, c.found, &c.at)
 	c.lastKind = c.cur.Kind
-	e := c.cur
-	c.cur = Entry{}
-	c.Emit(e)
+	// c.cur is not cleared: Feed sets all of it for the next entry, and
+	// nothing reads it while no entry is pending.
+	c.Emit(c.cur)
 }
 
 // Pending reports whether an entry is open and where it starts: the offset

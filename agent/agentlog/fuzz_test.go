@@ -3,6 +3,7 @@ package agentlog
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,8 +60,8 @@ func FuzzClassify(f *testing.F) {
 			if c := parseLine(line, &tc); !c.Time.Equal(l.Time) || c.Level != l.Level || !bytes.Equal(c.Msg, l.Msg) {
 				t.Fatalf("parseLine(%q) with the minute cached: %v %q %q, without: %v %q %q", line, c.Time, c.Level, c.Msg, l.Time, l.Level, l.Msg)
 			}
-			if got, want := scan(string(line)), naiveScan(string(line)); got != want {
-				t.Fatalf("scan(%q) = %v, substring search finds %v", line, got, want)
+			if err := checkScan(string(line)); err != nil {
+				t.Fatal(err)
 			}
 		}
 	})
@@ -148,13 +149,27 @@ func FuzzRestore(f *testing.F) {
 	})
 }
 
-// naiveScan is what scan must return: every marker, searched for one by one.
-func naiveScan(m string) found {
-	var f found
+// checkScan compares scan with what it must return: every marker, searched
+// for one by one, and the first place of each.
+func checkScan(m string) error {
+	var at positions
+	got := scan(m, &at)
+	var want found
 	for id, p := range markers.pats {
-		if strings.Contains(m, p) {
-			f[id/64] |= 1 << (id % 64)
+		i := strings.Index(m, p)
+		if i < 0 {
+			continue
+		}
+		want[id/64] |= 1 << (id % 64)
+		if got[id/64]&(1<<(id%64)) != 0 && int(at[id]) != i {
+			return fmt.Errorf("scan(%q) puts %q at %d, substring search at %d", m, p, at[id], i)
 		}
 	}
-	return f
+	if got != want {
+		return fmt.Errorf("scan(%q) = %v, substring search finds %v", m, got, want)
+	}
+	if scan(m, nil) != got {
+		return fmt.Errorf("scan(%q) finds other markers without positions", m)
+	}
+	return nil
 }
