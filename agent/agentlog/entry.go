@@ -53,7 +53,8 @@ type Classifier struct {
 // passed through to Entry.
 func (c *Classifier) Feed(b []byte, start, end int64) {
 	c.lineNo++
-	l := parseLine(b, &c.stamps)
+	var l Line
+	l.parse(b, &c.stamps)
 	if l.Level == "" && !standalone(&l) {
 		if c.pending {
 			c.cur.Lines++

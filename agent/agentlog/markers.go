@@ -158,7 +158,8 @@ func scan(m string, at *positions) found {
 	for ; i+8 <= len(m); i += stride {
 		x := le64(m[i : i+8])
 		h8, h4 := hash8(x), hash4(uint32(x))
-		if !markers.wide.has(h8) && !markers.narrow.has(h4) {
+		// Both bits at once: one branch, rarely taken, instead of two.
+		if (markers.wide.bits[h8>>6]>>(h8&63)|markers.narrow.bits[h4>>6]>>(h4&63))&1 == 0 {
 			continue
 		}
 		f.check(m, i, x, markers.wide.lookup(h8), at)

@@ -43,6 +43,13 @@ func ParseLine(b []byte) Line { return parseLine(b, nil) }
 // parseLine is ParseLine with a cache of the last minute's time (may be nil).
 func parseLine(b []byte, tc *stampCache) Line {
 	var l Line
+	l.parse(b, tc)
+	return l
+}
+
+// parse is parseLine into l, which must be zero: the Classifier's Feed
+// keeps its Line on the stack instead of copying one back per line.
+func (l *Line) parse(b []byte, tc *stampCache) {
 	b = trimCR(b)
 	if len(b) > 0 && isDigit(b[0]) {
 		// An agent line begins with its date; only a syslog prefix
@@ -58,7 +65,7 @@ func parseLine(b []byte, tc *stampCache) Line {
 		if lv, m, ok := parseLevel(rest); ok {
 			l.Time, l.Level = t, lv
 			l.Msg, l.Source = stripSource(rest[m:])
-			return l
+			return
 		}
 	}
 	// seelog's console format is "%LEVEL %Msg" with no date; lines like that
@@ -66,10 +73,9 @@ func parseLine(b []byte, tc *stampCache) Line {
 	if lv, m, ok := parseLevel(b); ok && m < len(b) {
 		l.Level = lv
 		l.Msg, l.Source = stripSource(b[m:])
-		return l
+		return
 	}
 	l.Msg = b
-	return l
 }
 
 func trimCR(b []byte) []byte {
@@ -235,34 +241,28 @@ func stripSource(m []byte) (msg, src []byte) {
 	if len(m) < 5 || m[0] != '[' {
 		return m, nil
 	}
-	end := bytes.IndexByte(m, ']')
-	if end < 0 {
+	// The first tag is short: its end and its " @ " in one pass over it,
+	// instead of two searches from the start of the line.
+	end, at := -1, false
+	for i := 1; i < len(m); i++ {
+		c := m[i]
+		if c == ']' {
+			end = i
+			break
+		}
+		if c == '@' && i > 1 && m[i-1] == ' ' && i+1 < len(m) && m[i+1] == ' ' {
+			at = true
+		}
+	}
+	if end < 0 || !at {
 		return m, nil
 	}
 	inner := m[1:end]
-	if !hasAt(inner) {
-		return m, nil
-	}
 	rest := m[end+1:]
 	if len(rest) > 0 && rest[0] == ' ' {
 		rest = rest[1:]
 	}
 	return rest, inner
-}
-
-// hasAt reports whether b contains " @ ". Most lines begin with a context
-// tag like "[ssm-agent-worker]": an '@' is rare, a space is not.
-func hasAt(b []byte) bool {
-	for {
-		i := bytes.IndexByte(b, '@')
-		if i < 0 {
-			return false
-		}
-		if i > 0 && i+1 < len(b) && b[i-1] == ' ' && b[i+1] == ' ' {
-			return true
-		}
-		b = b[i+1:]
-	}
 }
 
 var months = []string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
