@@ -31,7 +31,9 @@ type Options struct {
 	// the agent's other processes keep writing to it until they notice.
 	RotationGrace time.Duration
 	// Sink gets every classified entry, from the Tailer's goroutine, in
-	// order per file. It must not block for long.
+	// order per file. It must not block for long. The event's Message and
+	// ids are valid only during the call (see Event): a Sink that keeps the
+	// event keeps its Clone.
 	Sink func(Event)
 	// Logger and Metrics may be nil.
 	Logger  *slog.Logger
