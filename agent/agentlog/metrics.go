@@ -24,6 +24,12 @@ type Metrics struct {
 	perKind  []prometheus.Counter
 	lastKind []prometheus.Gauge
 
+	// Counts since the last publish, kept by the Tailer's goroutine and
+	// added to the series once per pass: three atomic updates per entry
+	// were a tenth of the tailer's time. A Metrics serves one Tailer.
+	kindPend []uint64
+	lastPend []time.Time
+
 	mu         sync.Mutex
 	curVersion string
 }
@@ -108,12 +114,13 @@ func NewMetrics(reg prometheus.Registerer, files []string) *Metrics {
 	for _, f := range files {
 		var c lineCounters
 		for i, lv := range levels {
-			c[i] = m.lines.WithLabelValues(f, lv)
+			c.c[i] = m.lines.WithLabelValues(f, lv)
 		}
-		c[len(levels)] = m.lines.WithLabelValues(f, "-")
+		c.c[len(levels)] = m.lines.WithLabelValues(f, "-")
 		m.perFile[f] = &c
 		m.rotations.WithLabelValues(f)
 	}
+	m.kindPend, m.lastPend = make([]uint64, len(Kinds)), make([]time.Time, len(Kinds))
 	for _, k := range Kinds {
 		m.perKind = append(m.perKind, m.events.WithLabelValues(string(k)))
 		m.lastKind = append(m.lastKind, m.lastEvent.WithLabelValues(string(k)))
@@ -121,8 +128,12 @@ func NewMetrics(reg prometheus.Registerer, files []string) *Metrics {
 	return m
 }
 
-// lineCounters are one file's line counters by level, resolved once.
-type lineCounters [len(levels) + 1]prometheus.Counter
+// lineCounters are one file's line counters by level, resolved once, and
+// the lines counted since the last publish.
+type lineCounters struct {
+	c    [len(levels) + 1]prometheus.Counter
+	pend [len(levels) + 1]uint64
+}
 
 // fileLines returns the counters of a configured file name, nil for others
 // (no unbounded label values) or without metrics.
@@ -133,14 +144,38 @@ func (m *Metrics) fileLines(file string) *lineCounters {
 	return m.perFile[file]
 }
 
-// entry counts one classified entry's lines.
+// entry counts one classified entry's lines (published later).
 func (c *lineCounters) entry(e *Entry) {
 	if c == nil {
 		return
 	}
-	c[levelIndex(e.Level)].Inc()
+	c.pend[levelIndex(e.Level)]++
 	if e.Lines > 1 {
-		c[len(levels)].Add(float64(e.Lines - 1))
+		c.pend[len(levels)] += uint64(e.Lines - 1)
+	}
+}
+
+// publish adds what was counted since the last call to the series. The
+// Tailer calls it after every pass, before it waits again.
+func (m *Metrics) publish() {
+	if m == nil {
+		return
+	}
+	for _, c := range m.perFile {
+		for i, n := range c.pend {
+			if n > 0 {
+				c.c[i].Add(float64(n))
+				c.pend[i] = 0
+			}
+		}
+	}
+	for i, n := range m.kindPend {
+		if n == 0 {
+			continue
+		}
+		m.perKind[i].Add(float64(n))
+		m.lastKind[i].Set(float64(m.lastPend[i].UnixNano()) / 1e9)
+		m.kindPend[i] = 0
 	}
 }
 
@@ -153,13 +188,12 @@ func (m *Metrics) event(ev *Event, now func() time.Time) {
 	if i < 0 {
 		return
 	}
-	m.perKind[i].Inc()
+	m.kindPend[i]++
 	t := ev.Time
 	if t.IsZero() {
 		t = now() // only then: reading the clock per line costs
 	}
-	ts := float64(t.UnixNano()) / 1e9
-	m.lastKind[i].Set(ts)
+	m.lastPend[i] = t
 	if ev.AgentVersion != "" {
 		m.mu.Lock()
 		if ev.AgentVersion != m.curVersion {

@@ -171,6 +171,7 @@ func (t *Tailer) run(ctx context.Context, events <-chan fsnotify.Event, errs <-c
 		return err
 	}
 	t.pass()
+	t.o.Metrics.publish()
 	t.maybePersist(true)
 	if t.started != nil {
 		t.started()
@@ -228,6 +229,7 @@ func (t *Tailer) run(ctx context.Context, events <-chan fsnotify.Event, errs <-c
 			t.pass()
 			t.idleFlush()
 		}
+		t.o.Metrics.publish()
 		t.maybePersist(false)
 	}
 }
@@ -317,6 +319,7 @@ func (t *Tailer) addWatch(watch func() error) {
 // stop persists the offsets of what was handed out. Open entries are not
 // handed out: their start is the offset, so the next start reads them whole.
 func (t *Tailer) stop() {
+	t.o.Metrics.publish()
 	t.maybePersist(true)
 	for _, fl := range t.follow {
 		for _, s := range append(fl.old, fl.cur) {
