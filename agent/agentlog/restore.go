@@ -128,7 +128,10 @@ func (t *Tailer) restoreOne(fl *follower, st offsetsState, fresh bool, now time.
 				}
 			}
 		} else {
-			t.log.Warn("agent log file rotated away while patchd was down and is gone; its unread lines are lost", "file", fl.name)
+			// Whether it had unread lines is not known: a writer may
+			// have added some after the last write of the offsets.
+			t.log.Warn("agent log file rotated away while patchd was down and is gone; lines written to it after patchd's last look at it are lost",
+				"file", fl.name, "inode", f.Inode, "offset", f.Offset)
 		}
 		if !f.Rotated && fl.cur == nil {
 			// Its successor at the name was created after the rotation.
