@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/patchd/patchd/agent/testbin"
 )
 
 // tailBin is internal/tailcmd: one Tailer in a process the torture test can
@@ -24,21 +26,7 @@ import (
 var tailBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "agentlog-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	tailBin = filepath.Join(dir, "tailcmd")
-	build := exec.Command("go", "build", "-o", tailBin, "./internal/tailcmd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building tailcmd:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m, testbin.Build{Name: "tailcmd", Pkg: "./internal/tailcmd", Out: &tailBin})
 }
 
 // tortureWriter appends numbered lines to the log at full speed through its

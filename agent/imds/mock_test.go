@@ -11,7 +11,6 @@ package imds
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -21,26 +20,14 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+
+	"github.com/patchd/patchd/agent/testbin"
 )
 
 var mockBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "imds-mock-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	mockBin = filepath.Join(dir, "ec2-metadata-mock")
-	build := exec.Command("go", "build", "-o", mockBin, "github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building ec2-metadata-mock:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m, testbin.Build{Name: "ec2-metadata-mock", Pkg: "github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock", Out: &mockBin})
 }
 
 type mockIMDS struct {

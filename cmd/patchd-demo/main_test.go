@@ -2,35 +2,19 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/patchd/patchd/agent/testbin"
 )
 
 // patchdBin is the real patchd, built once for the package's tests.
 var patchdBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "patchd-demo-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	patchdBin = filepath.Join(dir, "patchd")
-	build := exec.Command("go", "build", "-o", patchdBin, "../patchd")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building patchd:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m, testbin.Build{Name: "patchd", Pkg: "../patchd", Out: &patchdBin})
 }
 
 // The demo plays its three scenes against the real binary, in well under

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -17,27 +16,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/patchd/patchd/agent/testbin"
 )
 
 // patchdBin is the binary under test, built by TestMain.
 var patchdBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "patchd-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	patchdBin = filepath.Join(dir, "patchd")
-	build := exec.Command("go", "build", "-race", "-o", patchdBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building patchd:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m, testbin.Build{Name: "patchd", Pkg: ".", Flags: []string{"-race"}, Out: &patchdBin})
 }
 
 // testIMDSConfig points IMDS at a closed loopback port: no test may reach

@@ -10,23 +10,13 @@ import (
 	"testing"
 
 	"github.com/patchd/patchd/agent/ssm"
+	"github.com/patchd/patchd/agent/testbin"
 )
 
 var simBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ssm-agent-sim-test")
-	if err != nil {
-		panic(err)
-	}
-	simBin = filepath.Join(dir, "ssm-agent-sim")
-	if out, err := exec.Command("go", "build", "-o", simBin, ".").CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		panic("build ssm-agent-sim: " + err.Error() + "\n" + string(out))
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m, testbin.Build{Name: "ssm-agent-sim", Pkg: ".", Out: &simBin})
 }
 
 type simEnv struct {
