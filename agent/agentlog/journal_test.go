@@ -60,22 +60,11 @@ func (j *memJournal) messages() []string {
 // harness sees it.
 func (h *harness) startJournal(j *memJournal) {
 	h.t.Helper()
-	o := h.options()
-	sink := o.Sink
-	o.Sink = func(e Event) { j.add(e); sink(e) }
-	o.Journal = j
-	tl, err := New(o)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	started := make(chan struct{})
-	tl.started = func() { close(started) }
-	h.runWith(tl.Run)
-	select {
-	case <-started:
-	case err := <-h.done:
-		h.t.Fatalf("Run returned at start: %v", err)
-	}
+	h.start(func(o *Options) {
+		sink := o.Sink
+		o.Sink = func(e Event) { j.add(e); sink(e) }
+		o.Journal = j
+	})
 }
 
 // persistedMark waits until the offsets file carries mark.

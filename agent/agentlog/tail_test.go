@@ -75,10 +75,15 @@ func (h *harness) options() Options {
 	}
 }
 
-// start runs a Tailer with the real watcher until stop.
-func (h *harness) start() {
+// start runs a Tailer with the real watcher until stop; with changes
+// applied to the harness's options.
+func (h *harness) start(changes ...func(*Options)) {
 	h.t.Helper()
-	tl, err := New(h.options())
+	o := h.options()
+	for _, c := range changes {
+		c(&o)
+	}
+	tl, err := New(o)
 	if err != nil {
 		h.t.Fatal(err)
 	}
