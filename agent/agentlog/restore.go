@@ -151,12 +151,6 @@ func (t *Tailer) openCur(fl *follower, path string, off int64) {
 		t.log.Warn("cannot open agent log file; will retry", "path", path, "err", err)
 		return
 	}
-	if t.isOpen(s.dev, s.ino) {
-		// Already drained as a rotated file of this name (its inode came
-		// back under the name): reading it twice would repeat its lines.
-		s.f.Close()
-		return
-	}
 	fl.cur = s
 }
 
