@@ -88,15 +88,18 @@ func inspect(root string, phase Phase, name, dirReason string) Hook {
 		return refuse(fmt.Sprintf("cannot stat: %v", err))
 	}
 	symlink := fi.Mode()&fs.ModeSymlink != 0
+	targetReason := ""
 	if symlink {
-		target, err := filepath.EvalSymlinks(path)
+		// Every directory the link leads through must be as safe as the
+		// hooks tree: whoever can write one can swap the target.
+		target, reason, err := walk(path, false)
 		if err != nil {
 			return refuse(fmt.Sprintf("symlink cannot be resolved: %v; point it at an existing file or remove it", err))
 		}
 		if fi, err = os.Stat(target); err != nil {
 			return refuse(fmt.Sprintf("symlink target %s: %v", target, err))
 		}
-		h.Target = target
+		h.Target, targetReason = target, reason
 	}
 	switch {
 	case fi.IsDir():
@@ -115,59 +118,125 @@ func inspect(root string, phase Phase, name, dirReason string) Hook {
 		}
 		return refuse(r)
 	}
-	if symlink {
-		if r := checkTargetDirs(root, filepath.Dir(h.Target)); r != "" {
-			return refuse("symlink target " + r)
-		}
+	if targetReason != "" {
+		return refuse("symlink target " + targetReason)
 	}
 	h.State = Runnable
 	return h
 }
 
-// checkDirChain checks the hooks root and the phase directory. It returns
-// "" when both are safe or absent.
+// checkDirChain checks every directory from / to the hooks root and on to
+// the phase directory, links resolved. It returns "" when all are safe or
+// the chain ends in a missing directory (no hooks).
 func checkDirChain(root string, phase Phase) string {
 	for _, d := range []string{root, filepath.Join(root, string(phase))} {
-		fi, err := os.Stat(d)
+		_, reason, err := walk(d, true)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				continue
+				return ""
 			}
 			return fmt.Sprintf("directory %s: %v", d, err)
 		}
-		if r := checkOwnerMode(d, fi, "directory"); r != "" {
-			return r
+		if reason != "" {
+			return reason
 		}
 	}
 	return ""
 }
 
-// checkTargetDirs checks every directory from a symlink target's directory
-// up to the hooks root when the target lies inside it, or up to / when it
-// does not: whoever can write any of them can replace the target. A
-// root-owned sticky directory (/tmp) lets nobody replace another user's
-// entry, so it passes.
-func checkTargetDirs(root, dir string) string {
-	stop := "/"
-	if r, err := filepath.EvalSymlinks(root); err == nil {
-		if rel, err := filepath.Rel(r, dir); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
-			stop = r
-		}
+// CheckPhaseDir says why the directories leading to a phase's hooks are
+// unsafe, or "" when they are safe (or absent). `patchd check` reports it
+// even for a phase without hooks: an unsafe phase directory lets someone
+// else decide what runs next.
+func CheckPhaseDir(root string, phase Phase) string {
+	return checkDirChain(absPath(root), phase)
+}
+
+// maxLinks is the kernel's limit of symbolic links followed in one path.
+const maxLinks = 40
+
+// walk resolves the absolute path one component at a time, as the kernel
+// does, and applies the directory rules to every directory it passes
+// through, the ones holding symbolic links and the ones inside link
+// targets included: whoever can write any of them can make the path lead
+// elsewhere. A root-owned sticky directory (/tmp) lets nobody replace
+// another user's entry, so it passes, except as the last directory when
+// strictLast is set (the hooks root and the phase directories, where
+// anyone could add files). It returns the resolved path and the first
+// reason the path is unsafe ("" when safe); err is a failure to resolve it (a missing component
+// satisfies errors.Is(err, fs.ErrNotExist)).
+func walk(path string, strictLast bool) (resolved, reason string, err error) {
+	cur := "/"
+	fi, err := os.Stat(cur)
+	if err != nil {
+		return "", "", err
 	}
-	for {
-		fi, err := os.Stat(dir)
+	reason = dirRule(cur, fi, strictLast && !hasComponents(splitPath(path)))
+	rest := splitPath(path)
+	links := 0
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur) // cur is resolved: ".." is lexical here
+			continue
+		}
+		next := filepath.Join(cur, c)
+		fi, err := os.Lstat(next)
 		if err != nil {
-			return fmt.Sprintf("directory %s: %v", dir, err)
+			return "", "", err
 		}
-		sticky := fi.Mode()&fs.ModeSticky != 0 && ownerUID(fi) == 0
-		if r := checkOwnerMode(dir, fi, "directory"); r != "" && !sticky {
-			return r
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if links++; links > maxLinks {
+				return "", "", fmt.Errorf("%s: more than %d symbolic links", path, maxLinks)
+			}
+			target, err := os.Readlink(next)
+			if err != nil {
+				return "", "", err
+			}
+			if filepath.IsAbs(target) {
+				cur = "/"
+			}
+			rest = append(splitPath(target), rest...)
+			continue
 		}
-		if dir == stop || dir == "/" {
-			return ""
+		cur = next
+		if !fi.IsDir() {
+			if hasComponents(rest) {
+				return "", "", fmt.Errorf("%s: %s is not a directory", path, cur)
+			}
+			break
 		}
-		dir = filepath.Dir(dir)
+		if r := dirRule(cur, fi, strictLast && !hasComponents(rest)); r != "" && reason == "" {
+			reason = r
+		}
 	}
+	return cur, reason, nil
+}
+
+// dirRule applies checkOwnerMode to a directory, letting a root-owned
+// sticky one pass unless strict.
+func dirRule(path string, fi fs.FileInfo, strict bool) string {
+	r := checkOwnerMode(path, fi, "directory")
+	if r != "" && !strict && fi.Mode()&fs.ModeSticky != 0 && ownerUID(fi) == 0 {
+		return ""
+	}
+	return r
+}
+
+func splitPath(p string) []string { return strings.Split(p, "/") }
+
+// hasComponents reports whether rest still names something to enter.
+func hasComponents(rest []string) bool {
+	for _, c := range rest {
+		if c != "" && c != "." {
+			return true
+		}
+	}
+	return false
 }
 
 // checkOwnerMode applies the refusal rules to one file or directory: owned

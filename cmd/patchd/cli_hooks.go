@@ -176,6 +176,14 @@ func checkHooksDir(cfg config.Config) []string {
 		}
 	}
 	for _, p := range hooks.Phases {
+		// An unsafe directory on the way to a phase is reported even
+		// when the phase has no hooks yet: whoever can write it decides
+		// what runs next. Its hooks are then all refused for the same
+		// reason, said once.
+		if r := hooks.CheckPhaseDir(root, p); r != "" {
+			msgs = append(msgs, fmt.Sprintf("hooks of phase %s will not run: %s", p, r))
+			continue
+		}
 		hs, err := hooks.Discover(root, p)
 		if err != nil {
 			msgs = append(msgs, err.Error())

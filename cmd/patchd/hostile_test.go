@@ -83,3 +83,29 @@ func TestReloadOfAnEndlessConfigIsRejected(t *testing.T) {
 		t.Fatalf("no log line says why the reload was rejected:\n%s", p.stderr.String())
 	}
 }
+
+// A phase directory linked into a world-writable, non-sticky directory is
+// reported by `patchd check` even while it is empty.
+func TestCheckRefusesSymlinkedPhaseDirInOpenDir(t *testing.T) {
+	tr := newTestTree(t)
+	open := filepath.Join(t.TempDir(), "open")
+	target := filepath.Join(open, "post-patch")
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	phase := filepath.Join(tr.Hooks, "post-patch")
+	if err := os.Remove(phase); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, phase); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runPatchdWithin(t, 60*time.Second, append([]string{"check"}, tr.flags()...)...)
+	want := "hooks of phase post-patch will not run: directory " + open + " is world-writable"
+	if code != exitFailure || !strings.Contains(errOut, want) {
+		t.Fatalf("check: code %d, stderr %q; want a failure saying %q", code, errOut, want)
+	}
+}
