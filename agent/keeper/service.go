@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Manager restarts amazon-ssm-agent through the host's service manager.
@@ -38,6 +39,10 @@ var (
 	_ Manager = None{}
 )
 
+// pipeGrace is how long run waits for the tool's output to close after the
+// tool exited (or was killed at the deadline).
+const pipeGrace = 2 * time.Second
+
 // run runs a manager's tool and returns its combined output; a failure
 // carries the output, which is where systemctl and initctl say why.
 func run(ctx context.Context, name string, args ...string) (string, error) {
@@ -46,8 +51,23 @@ func run(ctx context.Context, name string, args ...string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// A clean, predictable environment: no pager, no colour, no prompts.
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"}
+	// A process the tool leaves behind (a restart script that starts the
+	// agent in the background) inherits the output pipe; without a bound,
+	// Wait would wait for it to close, for the child's whole life, and the
+	// keeper with it, past agent.restart_check_timeout.
+	cmd.WaitDelay = pipeGrace
 	err := cmd.Run()
 	text := strings.TrimSpace(out.String())
+	if ctx.Err() != nil && err != nil {
+		return text, fmt.Errorf("%s %s: did not finish in time (%w): %v: %s", name, strings.Join(args, " "), ctx.Err(), err, text)
+	}
+	if errors.Is(err, exec.ErrWaitDelay) {
+		// The tool exited 0 but did not finish cleanly: what it started
+		// may not be what the service manager runs. Not a success.
+		return text, fmt.Errorf("%s %s: exited, but a process it started still holds its output; patchd stopped waiting. "+
+			"Start long-running processes with their output redirected (>/dev/null 2>&1 </dev/null) or through the service manager: %s",
+			name, strings.Join(args, " "), text)
+	}
 	if err != nil {
 		return text, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, text)
 	}
