@@ -19,13 +19,30 @@ import (
 // does not look, and the hooks root may appear only after patchd started.
 const DefaultResync = time.Minute
 
+// DefaultDebounce gathers a burst of changes (a package installing many
+// hooks, an rsync of the tree) into one rescan: rescanning on every event
+// made creating 10,000 hooks cost minutes of CPU, the cost growing with
+// the square of the count.
+const DefaultDebounce = 100 * time.Millisecond
+
+// rescanCostFactor keeps rescans to a tenth of the time under a steady
+// stream of changes: the wait before the next rescan is at least this many
+// times what the last one took.
+const rescanCostFactor = 10
+
+// maxRescanDelay bounds how late a change is seen, however large the tree.
+const maxRescanDelay = 5 * time.Second
+
 // Watcher keeps the hook lists of every phase current: it rescans the
-// hooks tree on every change fsnotify reports, including phase directories
-// created after it started, and sets patchd_hooks_refused{phase}.
+// hooks tree after the changes fsnotify reports (gathered, see
+// DefaultDebounce), including phase directories created after it started,
+// and sets patchd_hooks_refused{phase}.
 type Watcher struct {
-	root   string
-	logger *slog.Logger
-	resync time.Duration
+	root     string
+	logger   *slog.Logger
+	resync   time.Duration
+	debounce time.Duration
+	lastCost time.Duration // of the last scan; only Run's goroutine (and NewWatcher) use it
 
 	refused *prometheus.GaugeVec
 
@@ -42,9 +59,10 @@ func NewWatcher(root string, logger *slog.Logger, reg prometheus.Registerer) *Wa
 		logger = discardLogger
 	}
 	w := &Watcher{
-		root:   root,
-		logger: logger,
-		resync: DefaultResync,
+		root:     root,
+		logger:   logger,
+		resync:   DefaultResync,
+		debounce: DefaultDebounce,
 		refused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "patchd_hooks_refused",
 			Help: "Hooks refused as unsafe (owner, writable by others, unsafe directory), by phase; they never run.",
@@ -101,6 +119,22 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if fw != nil {
 		events, errs = fw.Events, fw.Errors
 	}
+	// Changes are gathered: the first arms a timer, the rescan runs when it
+	// fires and sees everything that happened until then.
+	var flush <-chan time.Time
+	var flushTimer *time.Timer
+	defer func() {
+		if flushTimer != nil {
+			flushTimer.Stop()
+		}
+	}()
+	needWatches := false
+	schedule := func() {
+		if flush == nil {
+			flushTimer = time.NewTimer(w.rescanDelay())
+			flush = flushTimer.C
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -112,11 +146,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 			w.logger.Debug("hooks directory changed", "path", ev.Name, "op", ev.Op.String())
 			// A new phase directory (or a recreated root) needs its own
-			// watch before its files can be seen.
+			// watch; it is added before the rescan, which then sees
+			// whatever was created in it before the watch.
 			if ev.Has(fsnotify.Create) {
-				w.addWatches(fw)
+				needWatches = true
 			}
-			w.scan()
+			schedule()
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
@@ -124,6 +159,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 			// An overflow loses events: rescan so nothing is missed.
 			w.logger.Warn("watching the hooks directory", "path", w.root, "err", err)
+			needWatches = true
+			schedule()
+		case <-flush:
+			flush, flushTimer = nil, nil
+			if needWatches && fw != nil {
+				w.addWatches(fw)
+				needWatches = false
+			}
 			w.scan()
 		case <-tick.C:
 			if fw != nil {
@@ -132,6 +175,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.scan()
 		}
 	}
+}
+
+// rescanDelay is the wait between a change and its rescan: the debounce,
+// or longer when the last scan was costly, never more than maxRescanDelay.
+func (w *Watcher) rescanDelay() time.Duration {
+	d := w.debounce
+	if c := rescanCostFactor * w.lastCost; c > d {
+		d = c
+	}
+	return min(d, maxRescanDelay)
 }
 
 // addWatches watches the root and each phase directory that exists.
@@ -154,6 +207,8 @@ func phaseDirs(root string) []string {
 
 // scan rediscovers every phase, logs what changed, and wakes Changed.
 func (w *Watcher) scan() {
+	start := time.Now()
+	defer func() { w.lastCost = time.Since(start) }()
 	lists := map[Phase][]Hook{}
 	errs := map[Phase]string{}
 	for _, p := range Phases {
