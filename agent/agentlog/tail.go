@@ -14,6 +14,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/jonboulle/clockwork"
+
 	"github.com/patchd/patchd/agent/atomicfile"
 	"github.com/patchd/patchd/agent/safeopen"
 )

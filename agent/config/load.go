@@ -14,8 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/patchd/patchd/agent/safeopen"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // Problem is one thing wrong with a configuration, located as precisely as

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+
 	"github.com/patchd/patchd/agent/atomicfile"
 	"github.com/patchd/patchd/agent/config"
 	"github.com/patchd/patchd/agent/safeopen"

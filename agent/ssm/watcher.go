@@ -18,8 +18,9 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/jonboulle/clockwork"
-	"github.com/patchd/patchd/agent/safeopen"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // Retry of a state file that does not parse. The agent writes state files
