@@ -125,14 +125,20 @@ func splitList(s string) []string {
 }
 
 // Resolve loads the configuration file named by the flags, applies the flags
-// given on the command line over it, and validates the result.
+// given on the command line over it, and validates the result. With an
+// error, the configuration returned is the defaults (or what the file set
+// before the error) with the flags applied, for callers that report as
+// much as they can.
 func (f *Flags) Resolve() (Config, error) {
 	cfg, err := Load(f.File, !f.FileSet)
-	if err != nil {
-		return cfg, err
-	}
+	// The flags apply even over a file that failed: `patchd check
+	// --path.hooks DIR` must check DIR, not the default, while it reports
+	// the file's problems.
 	for _, a := range f.apply {
 		a(&cfg)
+	}
+	if err != nil {
+		return cfg, err
 	}
 	// Validate again: a flag may have brought a bad value.
 	if err := cfg.Validate(f.File + " (with command-line flags)"); err != nil {

@@ -109,3 +109,31 @@ func TestCheckRefusesSymlinkedPhaseDirInOpenDir(t *testing.T) {
 		t.Fatalf("check: code %d, stderr %q; want a failure saying %q", code, errOut, want)
 	}
 }
+
+// With an invalid configuration file, `patchd check --path.hooks DIR`
+// still checks DIR (not the default directory) and reports both.
+func TestCheckUsesPathHooksWithInvalidConfig(t *testing.T) {
+	tr := newTestTree(t)
+	if err := os.WriteFile(tr.Config, []byte(testIMDSConfig+"log:\n  level: loud\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(tr.Hooks, "pre-patch", "10-open")
+	if err := os.WriteFile(bad, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(bad, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runPatchdWithin(t, 60*time.Second, append([]string{"check"}, tr.flags()...)...)
+	if code != exitFailure {
+		t.Fatalf("check: code %d, want %d\n%s", code, exitFailure, errOut)
+	}
+	for _, want := range []string{tr.Config + ":", "log.level", "hook " + bad + " refused"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("check output lacks %q:\n%s", want, errOut)
+		}
+	}
+	if strings.Contains(errOut, "/etc/patchd/hooks.d") {
+		t.Errorf("check looked at the default hooks directory:\n%s", errOut)
+	}
+}
