@@ -11,10 +11,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/alecthomas/kingpin/v2"
 
@@ -100,9 +103,9 @@ func hooksList(stdout, stderr io.Writer, root, format string) int {
 			}
 			state := string(h.State)
 			if h.Reason != "" {
-				state += "(" + h.Reason + ")"
+				state += "(" + printable(h.Reason) + ")"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", p, h.Name, state)
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", p, printable(h.Name), state)
 		}
 	}
 	_ = tw.Flush()
@@ -120,9 +123,9 @@ func hooksRun(ctx context.Context, stdout, stderr io.Writer, root string, phase 
 				Attempt: res.Attempt, Error: res.Error, Stdout: res.StdoutTail, Stderr: res.StderrTail})
 			return
 		}
-		line := fmt.Sprintf("%-32s %-9s exit=%-3d %8s", string(res.Phase)+"/"+res.Name, res.Outcome, res.ExitCode, res.Duration.Round(time.Millisecond))
+		line := fmt.Sprintf("%-32s %-9s exit=%-3d %8s", string(res.Phase)+"/"+printable(res.Name), res.Outcome, res.ExitCode, res.Duration.Round(time.Millisecond))
 		if res.Error != "" {
-			line += "  " + res.Error
+			line += "  " + printable(res.Error)
 		}
 		fmt.Fprintln(stdout, line)
 	}
@@ -170,9 +173,9 @@ func checkHooksDir(cfg config.Config) []string {
 		}
 		p := filepath.Join(root, e.Name())
 		if e.IsDir() {
-			msgs = append(msgs, fmt.Sprintf("%s: not a phase directory, its hooks never run: move them into pre-patch, pre-reboot or post-patch", p))
+			msgs = append(msgs, fmt.Sprintf("%s: not a phase directory, its hooks never run: move them into pre-patch, pre-reboot or post-patch", printable(p)))
 		} else if info, err := e.Info(); err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o111 != 0 {
-			msgs = append(msgs, fmt.Sprintf("%s: hooks belong in a phase directory (pre-patch, pre-reboot or post-patch), not in %s itself", p, root))
+			msgs = append(msgs, fmt.Sprintf("%s: hooks belong in a phase directory (pre-patch, pre-reboot or post-patch), not in %s itself", printable(p), root))
 		}
 	}
 	for _, p := range hooks.Phases {
@@ -191,9 +194,24 @@ func checkHooksDir(cfg config.Config) []string {
 		}
 		for _, h := range hs {
 			if h.State == hooks.Refused {
-				msgs = append(msgs, fmt.Sprintf("hook %s refused, it will not run: %s", h.Path, h.Reason))
+				msgs = append(msgs, fmt.Sprintf("hook %s refused, it will not run: %s", printable(h.Path), printable(h.Reason)))
 			}
 		}
 	}
 	return msgs
+}
+
+// printable returns s as it is when every character prints, else quoted
+// in Go syntax: a hook's file name with a newline or a terminal escape in
+// it must not forge lines in the listing or drive the terminal.
+func printable(s string) string {
+	if !utf8.ValidString(s) {
+		return strconv.Quote(s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -135,5 +136,36 @@ func TestCheckUsesPathHooksWithInvalidConfig(t *testing.T) {
 	}
 	if strings.Contains(errOut, "/etc/patchd/hooks.d") {
 		t.Errorf("check looked at the default hooks directory:\n%s", errOut)
+	}
+}
+
+// A newline or an escape in a hook's file name cannot forge lines in
+// `hooks list` or `patchd check`: such names are printed quoted.
+func TestHooksListQuotesControlCharacters(t *testing.T) {
+	tr := newTestTree(t)
+	name := "10-x\npre-patch   99-forged   runnable\x1b[2J"
+	p := filepath.Join(tr.Hooks, "pre-patch", name)
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o777); err != nil { // refused: its reason names the path too
+		t.Fatal(err)
+	}
+	code, out, errOut := runPatchdWithin(t, 60*time.Second, append([]string{"hooks", "list"}, tr.flags()...)...)
+	if code != 0 {
+		t.Fatalf("hooks list: code %d\n%s", code, errOut)
+	}
+	_, _, checkOut := runPatchdWithin(t, 60*time.Second, append([]string{"check"}, tr.flags()...)...)
+	for what, text := range map[string]string{"hooks list": out, "check": checkOut} {
+		for _, line := range strings.Split(text, "\n") {
+			if strings.HasPrefix(line, "pre-patch   99-forged") || strings.Contains(line, "\x1b") {
+				t.Errorf("%s printed a forged line or an escape: %q", what, line)
+			}
+		}
+		// Quoted alone in the listing, inside a quoted path in check.
+		q := strconv.Quote(name)
+		if !strings.Contains(text, q[1:len(q)-1]) {
+			t.Errorf("%s does not show the name quoted:\n%s", what, text)
+		}
 	}
 }
