@@ -6,8 +6,10 @@ import (
 	"os"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/patchd/patchd/agent/config"
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 func addCheckCommand(app *kingpin.Application, flags *config.Flags, add func(string, command)) {
@@ -34,6 +36,9 @@ func addCheckCommand(app *kingpin.Application, flags *config.Flags, add func(str
 		for _, msg := range checkHooksDir(cfg) {
 			report(msg)
 		}
+		if err := validateWebConfig(cfg.Web.ConfigFile); err != nil {
+			report(err.Error())
+		}
 		if problems > 0 {
 			fmt.Fprintf(os.Stderr, "patchd check: %d problem(s)\n", problems)
 			return exitFailure
@@ -41,4 +46,22 @@ func addCheckCommand(app *kingpin.Application, flags *config.Flags, add func(str
 		fmt.Printf("patchd check: configuration %s and hooks %s are fine\n", flags.File, cfg.Paths.Hooks)
 		return exitOK
 	})
+}
+
+// validateWebConfig checks the exporter-toolkit web configuration (TLS,
+// basic auth) the way the metrics endpoint will load it, certificates
+// included, so that `patchd check` catches what would stop the endpoint.
+// The file is first read with safeopen: the toolkit reads it with
+// os.ReadFile, which a FIFO would block.
+func validateWebConfig(path string) error {
+	if path == "" {
+		return nil
+	}
+	if _, err := safeopen.ReadFile(path, config.MaxFileSize); err != nil {
+		return fmt.Errorf("web.config_file %s: %w", path, err)
+	}
+	if err := web.Validate(path); err != nil {
+		return fmt.Errorf("web.config_file %s: %w (see the exporter-toolkit web configuration: TLS and basic auth)", path, err)
+	}
+	return nil
 }

@@ -243,6 +243,11 @@ func (d *daemon) runActors(ctx context.Context, start time.Time) error {
 
 func (d *daemon) serveMetrics(ctx context.Context) error {
 	cfg := d.config()
+	// The toolkit's own read of the file would block on a FIFO, and a
+	// blocked read cannot be stopped at shutdown.
+	if err := validateWebConfig(cfg.Web.ConfigFile); err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{
 		ErrorLog:          slog.NewLogLogger(d.logger.Handler(), slog.LevelError),

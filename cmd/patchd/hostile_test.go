@@ -169,3 +169,21 @@ func TestHooksListQuotesControlCharacters(t *testing.T) {
 		}
 	}
 }
+
+// An invalid exporter-toolkit web configuration fails `patchd check`.
+func TestCheckRejectsInvalidWebConfig(t *testing.T) {
+	tr := newTestTree(t)
+	webConfig := filepath.Join(tr.Root, "web.yml")
+	for _, body := range []string{
+		"nonsense: 1\n",
+		"tls_server_config:\n  cert_file: " + filepath.Join(tr.Root, "missing.crt") + "\n  key_file: " + filepath.Join(tr.Root, "missing.key") + "\n",
+	} {
+		if err := os.WriteFile(webConfig, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := runPatchdWithin(t, 60*time.Second, append([]string{"check", "--web.config.file=" + webConfig}, tr.flags()...)...)
+		if code != exitFailure || !strings.Contains(errOut, webConfig) {
+			t.Errorf("check with web config %q: code %d, stderr %q; want a failure naming the file", body, code, errOut)
+		}
+	}
+}
