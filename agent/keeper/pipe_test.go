@@ -75,3 +75,19 @@ func TestRestartCommandDeadlineIsHonoured(t *testing.T) {
 		t.Fatalf("Restart = %v, want a deadline failure", err)
 	}
 }
+
+// A restart command that prints without end is kept to its first bytes.
+func TestRestartCommandOutputIsBounded(t *testing.T) {
+	m, err := Detect(context.Background(), DetectOptions{Service: "command",
+		RestartCommand: "head -c 20000000 /dev/zero | tr '\\0' x; exit 3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = restartWithin(t, context.Background(), m, 60*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "more bytes of output dropped") {
+		t.Fatalf("Restart = %.200v, want a failure with the output cut", err)
+	}
+	if n := len(err.Error()); n > 2*maxToolOutput {
+		t.Fatalf("the error holds %d bytes of output", n)
+	}
+}

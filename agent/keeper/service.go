@@ -43,12 +43,40 @@ var (
 // tool exited (or was killed at the deadline).
 const pipeGrace = 2 * time.Second
 
+// maxToolOutput bounds what run keeps of a tool's output: far more than
+// any message systemctl or initctl prints, and a restart command that
+// prints without end must not fill memory until its deadline.
+const maxToolOutput = 64 << 10
+
+// headBuffer keeps the first max bytes written to it and counts the rest.
+// exec calls Write from one goroutine at a time when Stdout and Stderr are
+// the same writer.
+type headBuffer struct {
+	buf     bytes.Buffer
+	max     int
+	dropped int64
+}
+
+func (h *headBuffer) Write(p []byte) (int, error) {
+	keep := min(len(p), max(h.max-h.buf.Len(), 0))
+	h.buf.Write(p[:keep])
+	h.dropped += int64(len(p) - keep)
+	return len(p), nil
+}
+
+func (h *headBuffer) String() string {
+	if h.dropped > 0 {
+		return fmt.Sprintf("%s [%d more bytes of output dropped]", h.buf.String(), h.dropped)
+	}
+	return h.buf.String()
+}
+
 // run runs a manager's tool and returns its combined output; a failure
 // carries the output, which is where systemctl and initctl say why.
 func run(ctx context.Context, name string, args ...string) (string, error) {
-	var out bytes.Buffer
+	out := &headBuffer{max: maxToolOutput}
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	// A clean, predictable environment: no pager, no colour, no prompts.
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0"}
 	// A process the tool leaves behind (a restart script that starts the
