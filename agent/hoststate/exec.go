@@ -34,6 +34,29 @@ type execRunner struct {
 	timeout time.Duration
 	// lookPath finds a command; tests point it at fixture scripts.
 	lookPath func(string) (string, error)
+	// maxOutput bounds stdout and stderr each; zero is maxQueryOutput.
+	maxOutput int
+}
+
+// maxQueryOutput bounds what a package-manager query may print: a full
+// dist-upgrade simulation of a large host prints a few MiB. More is not
+// parsed (and not kept in memory).
+const maxQueryOutput = 64 << 20
+
+// boundedBuffer keeps up to max bytes and notes whether more came.
+type boundedBuffer struct {
+	buf  bytes.Buffer
+	max  int
+	over bool
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	keep := min(len(p), max(b.max-b.buf.Len(), 0))
+	b.buf.Write(p[:keep])
+	if keep < len(p) {
+		b.over = true
+	}
+	return len(p), nil
 }
 
 // ioprio_set(2) constants (linux/ioprio.h).
@@ -57,8 +80,12 @@ func (r execRunner) Run(ctx context.Context, name string, args ...string) (Resul
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	limit := r.maxOutput
+	if limit <= 0 {
+		limit = maxQueryOutput
+	}
+	out, errb := &boundedBuffer{max: limit}, &boundedBuffer{max: limit}
+	cmd.Stdout, cmd.Stderr = out, errb
 	if err := cmd.Start(); err != nil {
 		return Result{Code: -1}, fmt.Errorf("starting %s: %w", path, err)
 	}
@@ -67,7 +94,10 @@ func (r execRunner) Run(ctx context.Context, name string, args ...string) (Resul
 	_ = unix.Setpriority(unix.PRIO_PROCESS, cmd.Process.Pid, 19)
 	_, _, _ = unix.Syscall(unix.SYS_IOPRIO_SET, ioprioWhoProcess, uintptr(cmd.Process.Pid), ioprioClassIdle<<ioprioClassShift)
 	err = cmd.Wait()
-	res := Result{Stdout: out.String(), Stderr: errb.String(), Code: -1}
+	res := Result{Stdout: out.buf.String(), Stderr: errb.buf.String(), Code: -1}
+	if out.over || errb.over {
+		return res, fmt.Errorf("%s %v: printed more than %d MiB; not parsed", path, args, limit>>20)
+	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return res, fmt.Errorf("%s %v: no answer within %s (raise host_state.command_timeout if the package manager is slow here)", path, args, r.timeout)
 	}

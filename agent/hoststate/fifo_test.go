@@ -1,8 +1,10 @@
 package hoststate
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -33,5 +35,20 @@ func TestFIFOsAreRefused(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("host state blocked on a FIFO")
+	}
+}
+
+// A query that prints more than the bound is an error, and what is kept
+// stays within the bound.
+func TestQueryOutputIsBounded(t *testing.T) {
+	fh := newFixtureHost(t)
+	fh.script(t, "uname", `/usr/bin/head -c 3000000 /dev/zero`)
+	r := execRunner{timeout: time.Minute, lookPath: fh.lookPath, maxOutput: 1 << 20}
+	res, err := r.Run(context.Background(), "uname", "-r")
+	if err == nil || !strings.Contains(err.Error(), "printed more than 1 MiB") {
+		t.Fatalf("err = %v, want one saying the output is too large", err)
+	}
+	if len(res.Stdout) > 1<<20 {
+		t.Fatalf("kept %d bytes of output", len(res.Stdout))
 	}
 }
