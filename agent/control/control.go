@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -48,6 +49,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(s.Path), 0o755); err != nil {
 		return fmt.Errorf("control socket %s: %w", s.Path, err)
 	}
+	if err := checkDir(filepath.Dir(s.Path)); err != nil {
+		return fmt.Errorf("control socket %s: %w", s.Path, err)
+	}
 	if err := s.checkStale(); err != nil {
 		return err
 	}
@@ -73,6 +77,33 @@ func (s *Server) Run(ctx context.Context) error {
 	case err := <-errc:
 		return fmt.Errorf("control socket %s: %w", s.Path, err)
 	}
+}
+
+// checkDir refuses a socket directory where another user could rename the
+// socket away and put their own in its place (the CLI, run as root, would
+// then talk to them): it must be owned by root or patchd's user and not
+// writable by others, unless it is a root-owned sticky directory such as
+// /tmp, where nobody can replace another user's entry.
+func checkDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	uid := int(st.Uid)
+	if uid == 0 && fi.Mode()&fs.ModeSticky != 0 {
+		return nil
+	}
+	if uid != 0 && uid != os.Geteuid() {
+		return fmt.Errorf("directory %s is owned by uid %d, not root or patchd's user; use a directory only root can write (the default is /run/patchd)", dir, uid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("directory %s is writable by group or others, who could replace the socket; use a directory only root can write (the default is /run/patchd)", dir)
+	}
+	return nil
 }
 
 // checkStale makes the socket path free: nothing there, or a socket nobody

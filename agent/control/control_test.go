@@ -271,3 +271,24 @@ func TestSocketNeverOpenToOtherUsers(t *testing.T) {
 		}
 	}
 }
+
+// A socket directory others can write is refused: they could swap the
+// socket for their own. A root-owned sticky one (/tmp) is fine.
+func TestRefusesDirectoryWritableByOthers(t *testing.T) {
+	dir := socketDir(t)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := NewServer(filepath.Join(dir, "patchd.sock"), nil).Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+		t.Fatalf("Run in a 0777 directory = %v, want a refusal", err)
+	}
+	if os.Geteuid() == 0 {
+		if err := os.Chmod(dir, 0o777|os.ModeSticky); err != nil {
+			t.Fatal(err)
+		}
+		start(t, NewServer(filepath.Join(dir, "patchd.sock"), nil))
+	}
+}
