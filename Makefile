@@ -13,7 +13,7 @@ LDFLAGS     := -s -w \
   -X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: build test test-go test-package test-prometheus test-e2e lint package demo bench bench-hooks bench-cycle bench-agentlog bench-scrape bench-idle clean
+.PHONY: build test test-go test-package test-prometheus test-e2e lint package demo bench bench-hooks bench-cycle bench-agentlog bench-scrape bench-idle bench-watcher clean
 
 build: $(BUILD)/patchd
 
@@ -69,7 +69,7 @@ demo: build
 	$(GO) run ./cmd/patchd-demo --patchd $(BUILD)/patchd
 
 # Benchmarks: each area owns one target; BENCHMARKS.md says how to read them.
-bench: bench-hooks bench-cycle bench-agentlog bench-scrape bench-idle
+bench: bench-hooks bench-cycle bench-agentlog bench-scrape bench-idle bench-watcher
 
 bench-hooks: build
 	$(GO) run ./hooks/internal/hookbench -patchd $(BUILD)/patchd -hooks 20 -runs 30
@@ -94,6 +94,10 @@ bench-scrape:
 
 # Idle RSS/CPU over BENCH_IDLE_SECONDS (default 10 min; 60 for a quick look).
 BENCH_IDLE_SECONDS ?= 600
+# CPU of 10,000 hooks created under the hooks watcher (issue #17: < 10 s).
+bench-watcher:
+	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkWatcherCreate10000$$' -benchtime 2x ./hooks
+
 bench-idle: build
 	packaging/systemtest/bench-idle.sh $(BUILD)/patchd $(BENCH_IDLE_SECONDS)
 
