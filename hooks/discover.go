@@ -163,8 +163,8 @@ const maxLinks = 40
 // another user's entry, so it passes, except as the last directory when
 // strictLast is set (the hooks root and the phase directories, where
 // anyone could add files). It returns the resolved path and the first
-// reason the path is unsafe ("" when safe); err is a failure to resolve it (a missing component
-// satisfies errors.Is(err, fs.ErrNotExist)).
+// reason the path is unsafe ("" when safe); err is a failure to resolve
+// it (a missing component satisfies errors.Is(err, fs.ErrNotExist)).
 func walk(path string, strictLast bool) (resolved, reason string, err error) {
 	cur := "/"
 	fi, err := os.Stat(cur)

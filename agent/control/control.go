@@ -1,7 +1,8 @@
 // Package control is the local control channel between the patchd CLI and
-// the daemon: HTTP over a unix socket that only root can open (mode 0600 from
-// the moment it appears at its path, in a 0755 directory). Parts of the daemon register their handlers on the
-// server's mux; the CLI uses Client.
+// the daemon: HTTP over a unix socket that only root can open (mode 0600
+// from the moment it appears at its path, in a 0755 directory). Parts of
+// the daemon register their handlers on the server's mux; the CLI uses
+// Client.
 package control
 
 import (
