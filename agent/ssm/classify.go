@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-// DefaultPatchDocuments are the documents that patch a host (DESIGN.md §3).
+// DefaultPatchDocuments are the documents that patch a host (docs/design.md, "The patch cycle").
 var DefaultPatchDocuments = []string{
 	"AWS-RunPatchBaseline",
 	"AWS-RunPatchBaselineAssociation",

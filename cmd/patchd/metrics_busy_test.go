@@ -229,7 +229,7 @@ func (b *busyDaemon) series(tb testing.TB) map[string]int {
 	return out
 }
 
-// Series budget per host (DESIGN.md §6): every patchd_ series, histogram
+// Series budget per host (docs/metrics.md): every patchd_ series, histogram
 // buckets included, whatever the history.
 const (
 	patchdSeriesBudget = 150
