@@ -665,15 +665,14 @@ func (e *Engine) failsafe(ctx context.Context) {
 func (e *Engine) close(ctx context.Context) {
 	c := e.st.Current
 	now := e.clock.Now()
+	// Without an adopted document, the gate's own document was the run.
+	docID, commandID, assocID := documentIDs(c)
 	entry := ledger.Entry{
 		CycleID: c.ID, Trigger: c.Trigger, Opened: c.Opened, Closed: now,
-		DocumentID: c.Document.DocumentID, DocumentName: c.Document.DocumentName, CommandID: c.Document.CommandID,
-		AssociationID: c.Document.AssociationID, Operation: c.Document.Operation, InstanceID: c.Document.InstanceID,
+		DocumentID: docID, DocumentName: c.Document.DocumentName, CommandID: commandID,
+		AssociationID: assocID, Operation: c.Document.Operation, InstanceID: c.Document.InstanceID,
 		Status: c.Document.Status, Result: c.Result, Rebooted: e.rebooted(c), Also: c.Also,
 		PackagesError: c.PackagesError,
-	}
-	if entry.DocumentID == "" {
-		entry.DocumentID = c.GateDocumentID // the gate's own document was the run
 	}
 	for _, p := range []string{PhasePrePatch, PhasePreReboot, PhasePostPatch} {
 		if ps := c.Phases[p]; ps != nil {

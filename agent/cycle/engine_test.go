@@ -653,3 +653,53 @@ func TestRefusedHooks(t *testing.T) {
 	// Refusals go through the runner once each (its metrics), never retried.
 	h.counts(t, map[string]int{"pre-patch/10-ok": 1, "pre-patch/refused-20": 1, "post-patch/refused-10": 1, "post-patch/20-ok": 1})
 }
+
+// An association's state file has no command id; its document id is
+// "<AssociationID>.<RunID>". Hooks and the ledger must say so alike.
+func TestAssociationIDs(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	const assoc, docID = "6f1c0e2a-5b1e-4c0f-9f61-0c3c2b7d9a11", "6f1c0e2a-5b1e-4c0f-9f61-0c3c2b7d9a11.8d2b4c6e-1111-4a2b-9c3d-5e6f7a8b9c0d"
+	h.present(docID, true)
+	seen := install(docID, "seen", "InProgress")
+	seen.CommandID, seen.AssociationID = "", assoc
+	h.send(seen)
+	h.present(docID, false)
+	gone := install(docID, "gone", "Success")
+	gone.CommandID, gone.AssociationID = "", assoc
+	h.send(gone)
+	for _, key := range []string{"pre-patch/10-a", "post-patch/10-p"} {
+		env := r.last(key)
+		if env.CommandID != "" || env.AssociationID != assoc || env.DocumentID != docID {
+			t.Errorf("%s: command id %q, association id %q, document id %q", key, env.CommandID, env.AssociationID, env.DocumentID)
+		}
+		vars := strings.Join(env.Environ(), "\n")
+		for _, want := range []string{"PATCHD_COMMAND_ID=\n", "PATCHD_ASSOCIATION_ID=" + assoc + "\n", "PATCHD_DOCUMENT_ID=" + docID + "\n"} {
+			if !strings.Contains(vars+"\n", want) {
+				t.Errorf("%s: environment lacks %q", key, want)
+			}
+		}
+	}
+	entries, _, err := ledger.Read(filepath.Join(h.dir, ledger.FileName), 0)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("ledger: %v %v", entries, err)
+	}
+	if e := entries[0]; e.CommandID != "" || e.AssociationID != assoc || e.DocumentID != docID {
+		t.Errorf("ledger: command id %q, association id %q, document id %q", e.CommandID, e.AssociationID, e.DocumentID)
+	}
+}
+
+// A gate cycle that adopted no document knows only the gate's document id;
+// what kind of id it is follows from its form.
+func TestGateDocumentIDs(t *testing.T) {
+	for _, tc := range []struct{ doc, cmd, assoc string }{
+		{"0b1c2d3e-aaaa-4bbb-8ccc-0d1e2f3a4b5c", "0b1c2d3e-aaaa-4bbb-8ccc-0d1e2f3a4b5c", ""},
+		{"assoc-1.run-2", "", "assoc-1"},
+	} {
+		c := &Cycle{GateDocumentID: tc.doc}
+		d, cmd, assoc := documentIDs(c)
+		if d != tc.doc || cmd != tc.cmd || assoc != tc.assoc {
+			t.Errorf("%s: got %q %q %q", tc.doc, d, cmd, assoc)
+		}
+	}
+}
