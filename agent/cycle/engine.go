@@ -213,7 +213,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			// Gates still queued get an answer rather than a hung socket.
 			for _, m := range e.take() {
 				if g, ok := m.(gateMsg); ok {
-					g.reply <- GateReply{Error: "patchd is stopping; run the gate again once it is back"}
+					g.reply <- GateReply{Error: "patchd is stopping; run the gate again once it is back", Unavailable: true}
 				}
 			}
 			return nil
@@ -222,7 +222,7 @@ func (e *Engine) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					// Unanswered gates learn that patchd is stopping.
 					if g, ok := m.(gateMsg); ok {
-						g.reply <- GateReply{Error: "patchd is stopping; run the gate again once it is back"}
+						g.reply <- GateReply{Error: "patchd is stopping; run the gate again once it is back", Unavailable: true}
 					}
 					continue
 				}
