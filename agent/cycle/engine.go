@@ -45,7 +45,7 @@ type Settings struct {
 // Options build an Engine.
 type Options struct {
 	StateDir  string
-	AgentData string // to check, after a restart, whether the document is still there
+	AgentData string // to guess the instance id of a cycle without a document
 	Runner    Runner
 	Packages  ledger.Snapshotter // nil: no package ledger
 	// SnapshotDelay holds the open-time package snapshot back a moment, so
@@ -145,27 +145,21 @@ func (e *Engine) Log(ev agentlog.Event) {
 // the command watcher's first scan.
 type recheckMsg struct{ present map[string]bool }
 
-// DocumentsScanned tells the engine that the command watcher has made its
-// first scan; it is called from the watcher's goroutine before it reports
-// anything else. A document the agent deleted between the resume's look
-// and that scan produces no event, so the folders are listed here, at the
-// scan, and the engine ends the cycle only if its document was absent then
-// (one present then is the watcher's to report, with its final status).
-func (e *Engine) DocumentsScanned() {
-	if e.o.AgentData == "" {
-		return
+// DocumentsScanned takes the command watcher's first scan: the state files
+// it holds present in pending/ and current/ (ssm.WithFirstScan). It is
+// called from the watcher's goroutine before the watcher reports anything
+// else. The watcher is the one judge of which documents exist: one present
+// then gets an event when it leaves, with its last status; one absent
+// left while patchd did not watch and gets no event, so the open cycle
+// following it ends here. The engine never lists the agent's folders
+// itself, which could see a file the watcher does not hold and then wait
+// for an event that never comes.
+func (e *Engine) DocumentsScanned(present []string) {
+	m := make(map[string]bool, len(present))
+	for _, p := range present {
+		m[filepath.Base(p)] = true
 	}
-	present := map[string]bool{}
-	for _, f := range []ssm.Folder{ssm.Pending, ssm.Current} {
-		paths, err := ssm.ListFolder(e.o.AgentData, f)
-		if err != nil {
-			return // cannot tell: events and the failsafe decide
-		}
-		for _, p := range paths {
-			present[filepath.Base(p)] = true
-		}
-	}
-	e.enqueue(recheckMsg{present: present})
+	e.enqueue(recheckMsg{present: m})
 }
 
 func (e *Engine) enqueue(m any) {
@@ -268,20 +262,9 @@ func (e *Engine) resume(ctx context.Context) {
 		e.startSnapshot(ctx)
 	}
 	e.log.Info("resuming patch cycle", "cycle", c.ID, "trigger", c.Trigger, "document", c.Document.DocumentID, "phase", c.Phase)
-	e.checkDocumentGone()
+	// Whether the document left while patchd was down is the command
+	// watcher's to say, at its first scan (DocumentsScanned).
 	e.advance(ctx)
-}
-
-// checkDocumentGone ends the open cycle when its document has left the
-// agent's state folders while nobody watched: no event will ever say so.
-func (e *Engine) checkDocumentGone() {
-	c := e.st.Current
-	if c == nil || c.Ended {
-		return
-	}
-	if id := e.endDocument(c); id != "" && !e.documentPresent(id) {
-		e.endUnwatched(c, id)
-	}
 }
 
 // endUnwatched ends a cycle whose document left while nobody watched.
@@ -300,24 +283,6 @@ func (e *Engine) endDocument(c *Cycle) string {
 		return c.GateDocumentID
 	}
 	return ""
-}
-
-func (e *Engine) documentPresent(id string) bool {
-	if e.o.AgentData == "" {
-		return true
-	}
-	for _, f := range []ssm.Folder{ssm.Pending, ssm.Current} {
-		paths, err := ssm.ListFolder(e.o.AgentData, f)
-		if err != nil {
-			return true
-		}
-		for _, p := range paths {
-			if filepath.Base(p) == id {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // advance runs whatever the open cycle needs next, in phase order, until

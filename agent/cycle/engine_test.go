@@ -133,6 +133,7 @@ type harness struct {
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
+	noScan bool // start without the watcher's first scan
 }
 
 func newHarness(t *testing.T, r *fakeRunner) *harness {
@@ -157,6 +158,24 @@ func (h *harness) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
 	go func() { h.done <- e.Run(ctx) }()
+	if !h.noScan {
+		// The command watcher's first scan, as the daemon wires it.
+		e.DocumentsScanned(h.listPresent())
+	}
+}
+
+// listPresent lists the state files in the fake agent's folders, as the
+// command watcher's first scan holds them.
+func (h *harness) listPresent() []string {
+	var out []string
+	for _, f := range []ssm.Folder{ssm.Pending, ssm.Current} {
+		p, err := ssm.ListFolder(h.agent, f)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		out = append(out, p...)
+	}
+	return out
 }
 
 func (h *harness) stop() {
@@ -307,29 +326,42 @@ func TestDocumentGoneWhilePatchdDown(t *testing.T) {
 	}
 }
 
-// The agent deletes the document after the resume looked for it but before
-// the command watcher's first scan: no event comes, the recheck ends it.
+// The command watcher's first scan decides whether the document left
+// while patchd was down; the engine looks at no folder itself. A document
+// present at the scan is the watcher's to report when it leaves, even if
+// its file is already gone from the disk by the time the engine hears of
+// the scan (the start-up race of a file caught half written, then deleted).
 func TestDocumentGoneBeforeFirstScan(t *testing.T) {
 	r := &fakeRunner{hooks: allHooks}
 	h := newHarness(t, r)
 	h.present("c9", true)
 	h.send(install("c9", "seen", "InProgress"))
+	h.noScan = true
 	h.restart()
 	h.flush()
 	h.counts(t, map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 0})
-	// Present at the scan: the watcher saw it and will report its end
-	// with the final status, so a delete right after must not end it here.
-	h.e.DocumentsScanned()
+	// The watcher holds it present (it could not parse it yet); the agent
+	// deletes it right after: the engine must wait for the watcher.
 	h.present("c9", false)
+	h.e.DocumentsScanned([]string{"/agent/i-0123456789abcdef0/document/state/current/c9"})
 	h.flush()
 	h.counts(t, map[string]int{"post-patch/10-p": 0})
-	h.e.DocumentsScanned()
-	h.flush()
+	h.send(ssm.CommandEvent{Kind: ssm.Gone, DocumentID: "c9", InstanceID: "i-0123456789abcdef0"})
 	h.counts(t, map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 1})
-	// A second scan report changes nothing: post-patch runs once.
-	h.e.DocumentsScanned()
+	// A later scan report changes nothing: post-patch runs once.
+	h.e.DocumentsScanned(nil)
 	h.flush()
 	h.counts(t, map[string]int{"post-patch/10-p": 1})
+
+	// Absent at the scan: it left unwatched and ends the cycle there.
+	h.present("c10", true)
+	h.send(install("c10", "seen", "InProgress"))
+	h.restart()
+	h.flush()
+	h.counts(t, map[string]int{"pre-patch/10-a": 2, "post-patch/10-p": 1})
+	h.e.DocumentsScanned(nil)
+	h.flush()
+	h.counts(t, map[string]int{"pre-patch/10-a": 2, "post-patch/10-p": 2})
 }
 
 func TestNoHooks(t *testing.T) {
