@@ -70,7 +70,10 @@ type Env struct {
 	Attempt       int // 1 for the first run of this hook in this cycle
 	DryRun        bool
 	Result        string // post-patch only: success|failed|cancelled|timed_out|unknown
-	Rebooted      bool   // post-patch only
+	// ResultReason, post-patch only, says why Result is unknown (or where
+	// it came from when not from the agent's state file).
+	ResultReason string
+	Rebooted     bool // post-patch only
 }
 
 // Result is the record of one hook's run.

@@ -51,7 +51,7 @@ func (e Env) Environ() []string {
 		if result == "" {
 			result = "unknown"
 		}
-		env = append(env, "PATCHD_RESULT="+result, "PATCHD_REBOOTED="+boolEnv(e.Rebooted))
+		env = append(env, "PATCHD_RESULT="+result, "PATCHD_RESULT_REASON="+e.ResultReason, "PATCHD_REBOOTED="+boolEnv(e.Rebooted))
 	}
 	return env
 }

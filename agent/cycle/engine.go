@@ -136,7 +136,7 @@ func (e *Engine) Command(ev ssm.CommandEvent) { e.enqueue(ev) }
 // strings are valid only during the call (agentlog.Event): what is queued
 // is a clone.
 func (e *Engine) Log(ev agentlog.Event) {
-	if ev.Kind == agentlog.Reboot || ev.Kind == agentlog.CommandEnd {
+	if ev.Kind == agentlog.Reboot || ev.Kind == agentlog.CommandEnd || strings.Contains(ev.Message, cleanupMarker) {
 		e.enqueue(ev.Clone())
 	}
 }
@@ -269,9 +269,9 @@ func (e *Engine) resume(ctx context.Context) {
 
 // endUnwatched ends a cycle whose document left while nobody watched.
 func (e *Engine) endUnwatched(c *Cycle, id string) {
-	e.log.Info("patch command ended while patchd was not watching", "document", id)
 	c.Ended, c.EndAt = true, e.clock.Now()
-	c.Result = resultOf(c.Document.Status, c.Document.Steps, false)
+	c.Result, c.ResultReason = endResult(c.Document, c.Document.Status, c.Document.Steps, false, false)
+	e.log.Info("patch command ended while patchd was not watching", "document", id, "result", c.Result, "why", c.ResultReason)
 }
 
 // endDocument is the document whose end ends the cycle ("" when unknown).
@@ -570,9 +570,9 @@ func (e *Engine) followed(ctx context.Context, c *Cycle, ev ssm.CommandEvent) {
 		if ev.DocumentID != d.DocumentID { // the gate's own document
 			status, steps = ev.Status, ev.PluginStatuses
 		}
-		c.Result = resultOf(status, steps, ev.Folder == ssm.Corrupt)
+		c.Result, c.ResultReason = endResult(*d, status, steps, true, ev.Folder == ssm.Corrupt)
 		e.log.Info("patch command ended", "cycle", c.ID, "document", ev.DocumentID, "status", ev.Status,
-			"result", c.Result, "corrupt", ev.Folder == ssm.Corrupt)
+			"result", c.Result, "corrupt", ev.Folder == ssm.Corrupt, "why", c.ResultReason)
 		e.save()
 	case ev.Kind != ssm.Gone && rebootAsked(ev) && !c.RebootRequested:
 		c.RebootRequested = true
@@ -612,6 +612,12 @@ func (e *Engine) onLog(ctx context.Context, ev agentlog.Event) {
 		// corroborates it.
 		e.log.Debug("agent log: command complete", "cycle", c.ID, "command_id", ev.CommandID, "line", ev.Message)
 	}
+	if status, id, ok := cleanupStatus(ev); ok && !c.Ended && id != "" &&
+		(id == c.Document.DocumentID || id == c.Document.CommandID) && c.Document.LogStatus != status {
+		c.Document.LogStatus = status
+		e.log.Info("the agent log names the patch command's final status", "cycle", c.ID, "document", id, "status", status)
+		e.save()
+	}
 }
 
 func (e *Engine) failsafe(ctx context.Context) {
@@ -636,7 +642,7 @@ func (e *Engine) close(ctx context.Context) {
 		CycleID: c.ID, Trigger: c.Trigger, Opened: c.Opened, Closed: now,
 		DocumentID: docID, DocumentName: c.Document.DocumentName, CommandID: commandID,
 		AssociationID: assocID, Operation: c.Document.Operation, InstanceID: c.Document.InstanceID,
-		Status: c.Document.Status, Result: c.Result, Rebooted: e.rebooted(c), Also: c.Also,
+		Status: c.Document.Status, Result: c.Result, ResultReason: c.ResultReason, Rebooted: e.rebooted(c), Also: c.Also,
 		PackagesError: c.PackagesError,
 	}
 	for _, p := range []string{PhasePrePatch, PhasePreReboot, PhasePostPatch} {

@@ -735,3 +735,55 @@ func TestGateDocumentIDs(t *testing.T) {
 		}
 	}
 }
+
+// Issue #14's first case by hand: the reboot was asked for, patchd was down
+// while the agent resumed the document, failed it and deleted it. The last
+// status seen, SuccessAndReboot, is not final: the result is unknown, with
+// why, for the hooks and the ledger.
+func TestUnwatchedEndAfterRebootIsUnknown(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("c7", true)
+	h.send(install("c7", "seen", "InProgress"), install("c7", "status_changed", "SuccessAndReboot"))
+	h.stop()
+	h.present("c7", false)
+	h.start()
+	h.flush()
+	h.counts(t, map[string]int{"pre-reboot/10-r": 1, "post-patch/10-p": 1})
+	env := r.last("post-patch/10-p")
+	if env.Result != ResultUnknown || !strings.Contains(env.ResultReason, "SuccessAndReboot") || !strings.Contains(env.ResultReason, "not watching") {
+		t.Errorf("post-patch told %q (%q), want unknown and why", env.Result, env.ResultReason)
+	}
+	if !strings.Contains(strings.Join(env.Environ(), "\n"), "PATCHD_RESULT_REASON="+env.ResultReason) {
+		t.Errorf("PATCHD_RESULT_REASON not in the hook's environment")
+	}
+	entries, _, _ := ledger.Read(filepath.Join(h.dir, ledger.FileName), 0)
+	if len(entries) != 1 || entries[0].Result != ResultUnknown || entries[0].ResultReason != env.ResultReason {
+		t.Errorf("ledger: %+v", entries)
+	}
+	if v := value(h.e.m.total.WithLabelValues("observed", "unknown")); v != 1 {
+		t.Errorf("cycles_total{result=unknown} = %v", v)
+	}
+}
+
+// The agent's log names the final status when it cleans the orchestration
+// folder up; that is evidence when the state file's final write was missed.
+func TestResultFromAgentLog(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("c8", true)
+	h.send(install("c8", "seen", "InProgress"))
+	h.e.Log(agentlog.Event{Kind: agentlog.Other, DocumentID: "c8",
+		Message: "[ssm-document-worker] [c8] orchestration cleanup started for the command with status Failed - deleting orchestration directory: /var/lib/amazon/ssm/i-0123456789abcdef0/document/orchestration/c8"})
+	h.flush()
+	h.present("c8", false)
+	h.send(install("c8", "gone", "InProgress"))
+	env := r.last("post-patch/10-p")
+	if env.Result != ResultFailed || !strings.Contains(env.ResultReason, "agent's log") {
+		t.Errorf("post-patch told %q (%q), want failed from the agent's log", env.Result, env.ResultReason)
+	}
+	// A line about another document changes nothing.
+	if _, id, ok := cleanupStatus(agentlog.Event{Message: "orchestration cleanup started for the command with status Success - deleting orchestration directory: /x/orchestration/other/"}); !ok || id != "other" {
+		t.Errorf("cleanup line parsed to %q, %v", id, ok)
+	}
+}

@@ -187,7 +187,7 @@ func (e *Engine) env(c *Cycle, phase hooks.Phase, attempt int) hooks.Env {
 	}
 	env.DocumentID, env.CommandID, env.AssociationID = documentIDs(c)
 	if phase == hooks.PostPatch {
-		env.Result = c.Result
+		env.Result, env.ResultReason = c.Result, c.ResultReason
 		if env.Result == "" {
 			env.Result = ResultUnknown
 		}

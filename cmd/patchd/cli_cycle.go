@@ -210,6 +210,9 @@ func printStatus(w io.Writer, st statusReply) {
 	if l := st.Last; l != nil {
 		fmt.Fprintf(w, "Last cycle %s: %s, trigger %s, document %s %s, closed %s, rebooted %v\n", l.CycleID, l.Result, l.Trigger,
 			l.DocumentID, l.DocumentName, l.Closed.Local().Format(time.RFC3339), l.Rebooted)
+		if l.ResultReason != "" {
+			fmt.Fprintf(w, "  result %s: %s\n", l.Result, l.ResultReason)
+		}
 	}
 	fmt.Fprintf(w, "Watched agent folders: %s\n", strings.Join(st.Watched, ", "))
 }
@@ -252,6 +255,12 @@ func runHistory(flags *config.Flags, n int, output string, stdout, stderr io.Wri
 			orDash(e.DocumentName), orDash(e.CommandID), e.Rebooted, len(e.Packages.Installed), len(e.Packages.Upgraded), len(e.Packages.Removed), failed)
 	}
 	tw.Flush()
+	// Why a result is unknown does not fit a column: one line per cycle.
+	for _, e := range entries {
+		if e.ResultReason != "" {
+			fmt.Fprintf(stdout, "%s %s: %s\n", e.Closed.Local().Format(time.RFC3339), e.Result, e.ResultReason)
+		}
+	}
 	return exitOK
 }
 

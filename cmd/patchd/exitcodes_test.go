@@ -6,9 +6,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/patchd/patchd/agent/ledger"
 )
 
 // TestGateExitCodes runs the real binary against a stand-in daemon on the
@@ -107,5 +111,27 @@ func TestExitCodesDocumented(t *testing.T) {
 		if !regexp.MustCompile(fmt.Sprintf(`[ ,;]%d: `, code)).Match(ssmDoc) {
 			t.Errorf("the gate step of patchd-PatchWithHooks.json does not explain exit code %d", code)
 		}
+	}
+}
+
+// TestHistorySaysWhyUnknown: patchd history and status show why a cycle's
+// result is unknown.
+func TestHistorySaysWhyUnknown(t *testing.T) {
+	tr := newTestTree(t)
+	if err := os.MkdirAll(tr.State, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	why := "the patch command ended while patchd was not watching; the last status seen (SuccessAndReboot) is not final"
+	e := ledger.Entry{CycleID: "c1", Trigger: "observed", Opened: time.Now(), Closed: time.Now(), Result: "unknown", ResultReason: why}
+	if err := ledger.Append(filepath.Join(tr.State, ledger.FileName), e, 10); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runPatchd(t, append([]string{"history"}, tr.flags()...)...)
+	if code != exitOK || !strings.Contains(out, "unknown: "+why) {
+		t.Errorf("history: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, _ = runPatchd(t, append([]string{"history", "-o", "json"}, tr.flags()...)...)
+	if code != exitOK || !strings.Contains(out, `"result_reason":`) {
+		t.Errorf("history json: exit %d\n%s", code, out)
 	}
 }
