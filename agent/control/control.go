@@ -106,6 +106,15 @@ func NewClient(path string, timeout time.Duration) *Client {
 // ErrUnreachable wraps failures to reach the daemon at all.
 var ErrUnreachable = errors.New("patchd daemon unreachable")
 
+// APIError is a non-2xx answer of the daemon: it is running and said no.
+// Status tells the CLI which exit code to use.
+type APIError struct {
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string { return "patchd: " + e.Message }
+
 // Do sends method to the API path with body in (may be nil) and decodes a
 // JSON answer into out (may be nil). A non-2xx answer is an error carrying
 // the daemon's message.
@@ -134,9 +143,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode/100 != 2 {
 		var e ErrorReply
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("patchd: %s", e.Error)
+			return &APIError{Status: resp.StatusCode, Message: e.Error}
 		}
-		return fmt.Errorf("patchd: %s: %s", resp.Status, strings.TrimSpace(string(data)))
+		return &APIError{Status: resp.StatusCode, Message: resp.Status + ": " + strings.TrimSpace(string(data))}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {

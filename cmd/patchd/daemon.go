@@ -102,8 +102,7 @@ func addRunCommand(app *kingpin.Application, flags *config.Flags, add func(strin
 	add("run", func() int {
 		cfg, err := flags.Resolve()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "patchd: invalid configuration:\n%v\n", err)
-			return exitFailure
+			return badConfig(os.Stderr, "run", err)
 		}
 		logger, level := newLogger(cfg)
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
