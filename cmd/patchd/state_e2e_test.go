@@ -5,8 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/patchd/patchd/agent/cycle"
 	"github.com/patchd/patchd/agent/ledger"
 )
 
@@ -33,5 +35,28 @@ func TestHistorySkipsAHugeLine(t *testing.T) {
 	}
 	if !strings.Contains(errOut, "1 unreadable lines") {
 		t.Errorf("history does not report the skipped line: %q", errOut)
+	}
+}
+
+// FIFOs at cycle.json and ledger.jsonl: patchd starts (the state FIFO is
+// set aside), gates, and `patchd history` says what is wrong instead of
+// waiting for a writer that never comes.
+func TestFIFOStateFilesDoNotBlock(t *testing.T) {
+	t.Parallel()
+	e := newCycleEnv(t)
+	must(t, os.MkdirAll(e.tr.State, 0o700))
+	ledgerPath := filepath.Join(e.tr.State, ledger.FileName)
+	must(t, syscall.Mkfifo(filepath.Join(e.tr.State, cycle.FileName), 0o600))
+	must(t, syscall.Mkfifo(ledgerPath, 0o600))
+	e.start(0)
+	if !e.logHas("not a regular file") {
+		t.Errorf("no log line names the FIFO state file")
+	}
+	if code, out, errOut := e.gate("pre-patch", "--wait-for-patch"); code != 0 {
+		t.Fatalf("gate with FIFO state files: exit %d\n%s%s", code, out, errOut)
+	}
+	code, _, errOut := runPatchd(t, append([]string{"history"}, e.tr.flags()...)...)
+	if code == 0 || !strings.Contains(errOut, ledgerPath) || !strings.Contains(errOut, "not a regular file") {
+		t.Errorf("history on a FIFO ledger: exit %d, %q", code, errOut)
 	}
 }
