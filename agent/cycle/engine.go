@@ -88,6 +88,14 @@ type Engine struct {
 	running  atomic.Pointer[string] // hook running now, for Status
 	stopOnce sync.Once
 	stopRun  bool // decided by stopOnce
+
+	// The progress journal (progress.go): savedPhase is the cycle/phase
+	// the last whole write of cycle.json covered.
+	journal       progressJournal
+	savedPhase    string
+	lastSnap      time.Time
+	written       int64 // bytes of state written, for the write-volume test
+	fullEveryStep bool  // the old write-per-step scheme, for the benchmark's baseline
 }
 
 type gateMsg struct {
@@ -109,7 +117,8 @@ func New(o Options) (*Engine, error) {
 	if o.BootID == nil {
 		o.BootID = func() string { return "" }
 	}
-	e := &Engine{o: o, log: o.Logger, clock: o.Clock, path: filepath.Join(o.StateDir, FileName), wake: make(chan struct{}, 1)}
+	e := &Engine{o: o, log: o.Logger, clock: o.Clock, path: filepath.Join(o.StateDir, FileName), wake: make(chan struct{}, 1),
+		journal: progressJournal{path: filepath.Join(o.StateDir, ProgressFileName)}}
 	st, err := LoadState(e.path)
 	if st == nil {
 		return nil, err
@@ -742,6 +751,12 @@ func (e *Engine) save() {
 		e.log.Error("cannot write the cycle state; a crash now would lose the last step", "err", err)
 	} else {
 		e.snap.Store(&data)
+		e.written += int64(len(data) + 1)
+		e.savedPhase = ""
+		if c := e.st.Current; c != nil {
+			e.savedPhase = c.ID + "/" + c.Phase
+		}
+		e.journal.reset()
 	}
 	e.persist++
 	if e.o.AfterPersist != nil {

@@ -149,12 +149,12 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 		}
 		ps.Failed = true
 		e.log.Error("hook refused", "phase", hs.Phase, "hook", h.Name, "reason", h.Reason)
-		e.save()
+		e.saveStep(c, hs.Phase, ps, hs)
 		return true
 	}
 	hs.Attempt++
 	hs.Outcome, hs.Start, hs.Error = "running", e.clock.Now(), ""
-	e.save()
+	e.saveStep(c, hs.Phase, ps, hs)
 	name := hs.Phase + "/" + hs.Name
 	e.running.Store(&name)
 	res := e.o.Runner.RunHook(ctx, h, e.env(c, h.Phase, hs.Attempt))
@@ -175,7 +175,7 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 		ps.Failed = true
 	}
 	e.m.hookDone()
-	e.save()
+	e.saveStep(c, hs.Phase, ps, hs)
 	return true
 }
 

@@ -45,5 +45,6 @@ func readStateOnly(stateDir string) (*State, error) {
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("cycle state %s: %w", path, err)
 	}
+	_ = replayProgress(filepath.Join(stateDir, ProgressFileName), &st) // best effort: a view
 	return &st, nil
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/patchd/patchd/agent/atomicfile"
@@ -142,6 +143,9 @@ type State struct {
 	Totals             map[string]float64 `json:"totals,omitempty"`
 	LastSuccessfulEnd  time.Time          `json:"last_successful_end,omitzero"`
 	LastPackageChanges map[string]int     `json:"last_package_changes,omitempty"`
+	// ProgressSeq is the last record of the progress journal this file
+	// includes; replay skips those at or below it.
+	ProgressSeq int64 `json:"progress_seq,omitempty"`
 }
 
 const maxClosed = 64
@@ -208,6 +212,11 @@ func LoadState(path string) (*State, error) {
 			return &State{Version: stateVersion}, fmt.Errorf("cycle state %s unreadable (%w) and not moved aside (%v); starting without an open cycle, the next write replaces it", path, err, rerr)
 		}
 		return &State{Version: stateVersion}, fmt.Errorf("cycle state %s unreadable (%w); moved to %s and starting without an open cycle", path, err, aside)
+	}
+	if err := replayProgress(filepath.Join(filepath.Dir(path), ProgressFileName), &st); err != nil {
+		// Without the journal the steps since the phase's start run again:
+		// better than not starting.
+		return &st, err
 	}
 	return &st, nil
 }
