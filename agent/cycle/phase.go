@@ -152,12 +152,20 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 		e.saveStep(c, hs.Phase, ps, hs)
 		return true
 	}
+	if hs.Process != nil && !e.awaitEarlierRun(ctx, hs, h.Phase) {
+		return false
+	}
+	hs.Process = nil
 	hs.Attempt++
 	hs.Outcome, hs.Start, hs.Error = "running", e.clock.Now(), ""
 	e.saveStep(c, hs.Phase, ps, hs)
 	name := hs.Phase + "/" + hs.Name
 	e.running.Store(&name)
-	res := e.o.Runner.RunHook(ctx, h, e.env(c, h.Phase, hs.Attempt))
+	hctx := hooks.WithStarted(ctx, func(pgid int) {
+		hs.Process = processOf(pgid, e.o.BootID())
+		e.saveStep(c, hs.Phase, ps, hs)
+	})
+	res := e.o.Runner.RunHook(hctx, h, e.env(c, h.Phase, hs.Attempt))
 	e.running.Store(nil)
 	// A hook that succeeded before the stop reached it is finished; any
 	// other end during a stop may be the stop's kill, so it runs again.
@@ -170,7 +178,7 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 	if !res.Start.IsZero() {
 		hs.Start = res.Start
 	}
-	hs.Finished = true
+	hs.Finished, hs.Process = true, nil
 	if res.Outcome != hooks.Success {
 		ps.Failed = true
 	}

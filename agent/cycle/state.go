@@ -70,6 +70,9 @@ type Document struct {
 type HookState struct {
 	ledger.HookRun
 	Finished bool `json:"finished"`
+	// Process is the running attempt's process group (process.go); it is
+	// cleared when the hook finishes.
+	Process *HookProcess `json:"process,omitempty"`
 }
 
 // PhaseState is one phase of a cycle.

@@ -44,6 +44,7 @@ func (h hookRunner) RunHook(ctx context.Context, hk hooks.Hook, env hooks.Env) h
 	return h.runner.RunHook(ctx, hk, env)
 }
 func (h hookRunner) RecordPhase(p hooks.Phase, rs []hooks.Result) { h.runner.RecordPhase(p, rs) }
+func (h hookRunner) HookTimeout(p hooks.Phase) time.Duration      { return h.runner.HookTimeout(p) }
 
 func cycleSettings(c config.Config) cycle.Settings {
 	return cycle.Settings{

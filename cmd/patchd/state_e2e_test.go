@@ -7,9 +7,12 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/patchd/patchd/agent/cycle"
 	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/ssm"
+	"github.com/patchd/patchd/agent/ssm/ssmsim"
 )
 
 // A 17 MiB line in the middle of the ledger: `patchd history` reports it,
@@ -59,4 +62,60 @@ func TestFIFOStateFilesDoNotBlock(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, ledgerPath) || !strings.Contains(errOut, "not a regular file") {
 		t.Errorf("history on a FIFO ledger: exit %d, %q", code, errOut)
 	}
+}
+
+// patchd SIGKILLed during a post-patch hook, outside systemd: the hook's
+// process group survives it. The restarted patchd waits for that orphaned
+// run to end before it runs the hook again, so the two never overlap.
+func TestKilledDuringHookDoesNotRunItTwiceAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newCycleEnv(t)
+	marks := filepath.Join(e.tr.Root, "marks")
+	release := filepath.Join(e.tr.Root, "release")
+	must(t, os.WriteFile(filepath.Join(e.tr.Hooks, "post-patch", "05-slow"), []byte("#!/bin/sh\n"+
+		"echo \"start $$ $PATCHD_ATTEMPT\" >> "+marks+"\n"+
+		"while [ ! -e "+release+" ]; do sleep 0.05; done\n"+
+		"echo \"end $$ $PATCHD_ATTEMPT\" >> "+marks+"\n"), 0o755))
+	readMarks := func() []string {
+		data, _ := os.ReadFile(marks)
+		return strings.Fields(strings.ReplaceAll(string(data), "\n", " | "))
+	}
+	lines := func() []string {
+		data, _ := os.ReadFile(marks)
+		return strings.Split(strings.TrimSpace(string(data)), "\n")
+	}
+	t.Cleanup(func() {
+		// Whatever happens, no hook outlives the test.
+		must(t, os.WriteFile(release, nil, 0o644))
+	})
+	e.start(0)
+	d, err := e.agent.Submit(ssmsim.RunPatchBaseline("Install", "NoReboot"))
+	must(t, err)
+	must(t, d.Start())
+	eventually(t, 60*time.Second, "pre-patch", func() bool { return e.phaseCount("pre-patch") == 2 })
+	must(t, d.Finish(ssm.StatusSuccess))
+	eventually(t, 60*time.Second, "the slow post-patch hook to start", func() bool { return len(readMarks()) > 0 })
+
+	must(t, e.p.cmd.Process.Kill())
+	err = <-e.p.done
+	e.p.done <- err
+	e.start(0)
+	eventually(t, 60*time.Second, "patchd to wait for the orphaned run (or to run the hook again)", func() bool {
+		return e.logHas("waiting for it to end before running the hook again") || len(lines()) > 1
+	})
+	if l := lines(); len(l) != 1 {
+		t.Fatalf("the hook ran again while its first run was still going: %q", l)
+	}
+	must(t, os.WriteFile(release, nil, 0o644))
+	eventually(t, 60*time.Second, "the cycle to close", func() bool { return e.closed(1) })
+	l := lines()
+	if len(l) != 4 || !strings.HasPrefix(l[0], "start ") || !strings.HasSuffix(l[0], " 1") ||
+		!strings.HasPrefix(l[1], "end ") || strings.TrimPrefix(l[1], "end ") != strings.TrimPrefix(l[0], "start ") ||
+		!strings.HasPrefix(l[2], "start ") || !strings.HasSuffix(l[2], " 2") || !strings.HasPrefix(l[3], "end ") {
+		t.Errorf("hook runs overlap or are missing, want start/end of attempt 1 then of attempt 2:\n%s", strings.Join(l, "\n"))
+	}
+	if !e.logHas("the hook's earlier run has ended") {
+		t.Errorf("no log line says the orphaned run ended")
+	}
+	e.expect(1, 0, 1)
 }
