@@ -13,8 +13,10 @@ import (
 	"path/filepath"
 )
 
-// WriteFile replaces path with data, durably.
-func WriteFile(path string, data []byte, perm os.FileMode) error {
+// WriteFile replaces path with data, durably. A failure is counted in
+// Failures.
+func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
+	defer countFailure(&err)
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -72,7 +74,8 @@ func SyncDir(dir string) error {
 
 // WriteFrom replaces path with what fill writes, durably, like WriteFile:
 // for content too large to build in memory first.
-func WriteFrom(path string, perm os.FileMode, fill func(w io.Writer) error) error {
+func WriteFrom(path string, perm os.FileMode, fill func(w io.Writer) error) (err error) {
+	defer countFailure(&err)
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -107,4 +110,10 @@ func WriteFrom(path string, perm os.FileMode, fill func(w io.Writer) error) erro
 	}
 	ok = true
 	return SyncDir(dir)
+}
+
+func countFailure(err *error) {
+	if *err != nil {
+		failures.Add(1)
+	}
 }
