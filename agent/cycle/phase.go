@@ -163,7 +163,7 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 	e.running.Store(&name)
 	hctx := hooks.WithStarted(ctx, func(pgid int) {
 		hs.Process = processOf(pgid, e.o.BootID())
-		e.saveStep(c, hs.Phase, ps, hs)
+		e.saveProcess(c, hs.Phase, ps, hs)
 	})
 	res := e.o.Runner.RunHook(hctx, h, e.env(c, h.Phase, hs.Attempt))
 	e.running.Store(nil)

@@ -187,9 +187,9 @@ func (j *progressJournal) reset() {
 // cost what the journal saves.
 const snapEvery = 250 * time.Millisecond
 
-// saveStep persists one step of a hook (its start, its process, its end):
-// the whole state when cycle.json does not hold this phase yet or when the
-// package snapshot has just arrived, else one journal record.
+// saveStep persists one step of a hook (its start or its end): the whole
+// state when cycle.json does not hold this phase yet or when the package
+// snapshot has just arrived, else one journal record.
 func (e *Engine) saveStep(c *Cycle, phase string, ps *PhaseState, hs *HookState) {
 	compactHook(hs)
 	had := e.snapWait != nil
@@ -198,20 +198,40 @@ func (e *Engine) saveStep(c *Cycle, phase string, ps *PhaseState, hs *HookState)
 		e.save()
 		return
 	}
+	if e.appendStep(c, phase, ps, hs) {
+		e.persist++
+		if e.o.AfterPersist != nil {
+			e.o.AfterPersist(e.persist)
+		}
+	}
+}
+
+// saveProcess persists the process group of a hook that has just started.
+// It is not one of the steps AfterPersist counts: a crash there is a crash
+// during the hook, after which the hook runs again by design.
+func (e *Engine) saveProcess(c *Cycle, phase string, ps *PhaseState, hs *HookState) {
+	if e.fullEveryStep || e.savedPhase != c.ID+"/"+phase {
+		e.save()
+		return
+	}
+	e.appendStep(c, phase, ps, hs)
+}
+
+// appendStep appends hs to the journal; on failure it writes the whole
+// state instead and returns false.
+func (e *Engine) appendStep(c *Cycle, phase string, ps *PhaseState, hs *HookState) bool {
 	e.st.ProgressSeq++
 	n, err := e.journal.append(progressRecord{Seq: e.st.ProgressSeq, Cycle: c.ID, Phase: phase, PhaseFailed: ps.Failed, Hook: *hs})
 	if err != nil {
-		e.log.Warn("cannot append to the cycle progress journal; writing the whole state instead", "err", err)
+		atomicfile.CountFailure()
+		e.log.Debug("cannot append to the cycle progress journal; writing the whole state instead", "err", err)
 		e.save()
-		return
+		return false
 	}
 	e.written += int64(n)
 	if now := e.clock.Now(); now.Sub(e.lastSnap) >= snapEvery {
 		e.updateSnap()
 		e.lastSnap = now
 	}
-	e.persist++
-	if e.o.AfterPersist != nil {
-		e.o.AfterPersist(e.persist)
-	}
+	return true
 }
