@@ -96,6 +96,10 @@ type Engine struct {
 	lastSnap      time.Time
 	written       int64 // bytes of state written, for the write-volume test
 	fullEveryStep bool  // the old write-per-step scheme, for the benchmark's baseline
+	saveErr       atomicfile.ErrorLog
+	ledgerErr     atomicfile.ErrorLog
+	// appendLedger is ledger.Append; tests make it fail like a full disk.
+	appendLedger func(path string, e ledger.Entry, max int) error
 }
 
 type gateMsg struct {
@@ -198,8 +202,12 @@ func (e *Engine) take() []any {
 // Run handles events until ctx is done. At a stop during a system shutdown
 // with a cycle open, it runs pre-reboot before it returns.
 func (e *Engine) Run(ctx context.Context) error {
+	if e.flushLedger() {
+		e.save()
+	}
 	e.resume(ctx)
 	for {
+		retryLedger, stopRetry := e.ledgerRetryTimer()
 		var failsafe <-chan time.Time
 		var timer clockwork.Timer
 		if c := e.st.Current; c != nil && !c.Ended {
@@ -211,6 +219,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			stopRetry()
 			if timer != nil {
 				timer.Stop()
 			}
@@ -239,7 +248,12 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 		case <-failsafe:
 			e.failsafe(ctx)
+		case <-retryLedger:
+			if e.flushLedger() {
+				e.save()
+			}
 		}
+		stopRetry()
 		if timer != nil {
 			timer.Stop()
 		}
@@ -706,14 +720,11 @@ func (e *Engine) close(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // closed after the restart, with a fresh snapshot
 	}
-	lpath := filepath.Join(e.o.StateDir, ledger.FileName)
-	// A crash between the ledger write and the state write below must not
-	// add the cycle twice.
-	if last, _, err := ledger.Read(lpath, 1); err != nil || len(last) == 0 || last[0].CycleID != c.ID {
-		if err := ledger.Append(lpath, entry, e.o.Settings().LedgerMaxEntries); err != nil {
-			e.log.Error("cannot write the ledger", "err", err)
-		}
-	}
+	// Through the waiting list (pending.go): an entry the disk does not
+	// take now is kept and written later, and a crash between the ledger
+	// write and the state write below does not add the cycle twice.
+	e.st.PendingLedger = append(e.st.PendingLedger, entry)
+	e.flushLedger()
 	if e.st.Totals == nil {
 		e.st.Totals = map[string]float64{}
 	}
@@ -748,8 +759,9 @@ func (e *Engine) save() {
 		err = atomicfile.WriteFile(e.path, append(data, '\n'), 0o600)
 	}
 	if err != nil {
-		e.log.Error("cannot write the cycle state; a crash now would lose the last step", "err", err)
+		e.saveErr.Failed(e.log, e.clock.Now(), "cannot write the cycle state; a crash now would lose the last step", "err", err)
 	} else {
+		e.saveErr.OK(e.log, "cycle state written again", "path", e.path)
 		e.snap.Store(&data)
 		e.written += int64(len(data) + 1)
 		e.savedPhase = ""

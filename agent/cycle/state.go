@@ -146,6 +146,9 @@ type State struct {
 	Totals             map[string]float64 `json:"totals,omitempty"`
 	LastSuccessfulEnd  time.Time          `json:"last_successful_end,omitzero"`
 	LastPackageChanges map[string]int     `json:"last_package_changes,omitempty"`
+	// PendingLedger are closed cycles the ledger did not take yet (a full
+	// or read-only disk); pending.go writes them when it can.
+	PendingLedger []ledger.Entry `json:"pending_ledger,omitempty"`
 	// ProgressSeq is the last record of the progress journal this file
 	// includes; replay skips those at or below it.
 	ProgressSeq int64 `json:"progress_seq,omitempty"`
