@@ -1,7 +1,9 @@
 package atomicfile
 
 import (
+	"context"
 	"log/slog"
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -48,7 +50,7 @@ func (l *ErrorLog) Failed(log *slog.Logger, now time.Time, msg string, args ...a
 	if l.failing {
 		args = append(args, "failures_since_last_line", l.since, "next_line_in", every)
 	}
-	log.Error(msg, args...)
+	logAt(log, slog.LevelError, msg, args...)
 	l.failing, l.last, l.since = true, now, 0
 }
 
@@ -57,6 +59,19 @@ func (l *ErrorLog) OK(log *slog.Logger, msg string, args ...any) {
 	if !l.failing {
 		return
 	}
-	log.Info(msg, append(args, "failures_since_last_line", l.since)...)
+	logAt(log, slog.LevelInfo, msg, append(args, "failures_since_last_line", l.since)...)
 	l.failing, l.since = false, 0
+}
+
+// logAt logs with the source of Failed's or OK's caller, not this file's.
+func logAt(log *slog.Logger, level slog.Level, msg string, args ...any) {
+	ctx := context.Background()
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	var pcs [1]uintptr
+	runtime.Callers(3, pcs[:]) // runtime.Callers, logAt, Failed or OK
+	r := slog.NewRecord(time.Now(), level, msg, pcs[0])
+	r.Add(args...)
+	_ = log.Handler().Handle(ctx, r)
 }

@@ -37,7 +37,7 @@ func TestFailedWritesAreCounted(t *testing.T) {
 
 func TestErrorLogIsRateLimited(t *testing.T) {
 	var buf bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&buf, nil))
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{AddSource: true}))
 	l := ErrorLog{Every: time.Minute}
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	// Four failures a second for five minutes.
@@ -47,6 +47,9 @@ func TestErrorLogIsRateLimited(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 5 {
 		t.Fatalf("%d lines for 1,200 failures over 5 minutes, want 5:\n%s", len(lines), buf.String())
+	}
+	if !strings.Contains(lines[0], "failures_test.go") {
+		t.Errorf("the line's source is not the caller: %s", lines[0])
 	}
 	if !strings.Contains(lines[1], "failures_since_last_line=240") {
 		t.Errorf("the second line does not count the failures left out: %s", lines[1])

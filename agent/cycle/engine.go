@@ -246,6 +246,9 @@ func (e *Engine) Run(ctx context.Context) error {
 				}
 				e.handle(ctx, m)
 			}
+			if len(e.st.PendingLedger) > 0 && ctx.Err() == nil && e.flushLedger() {
+				e.save() // any event is a chance for a waiting ledger entry
+			}
 		case <-failsafe:
 			e.failsafe(ctx)
 		case <-retryLedger:

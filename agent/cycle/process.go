@@ -94,7 +94,7 @@ func (p *HookProcess) alive(bootID string) bool {
 }
 
 // orphanPoll is how often a waited-for orphaned group is looked at.
-const orphanPoll = 50 * time.Millisecond
+const orphanPoll = 100 * time.Millisecond
 
 // hookTimeouts is the hooks runner's timeout per phase; without it the
 // default applies.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,6 +118,73 @@ func TestKilledDuringHookDoesNotRunItTwiceAtOnce(t *testing.T) {
 	}
 	if !e.logHas("the hook's earlier run has ended") {
 		t.Errorf("no log line says the orphaned run ended")
+	}
+	e.expect(1, 0, 1)
+}
+
+// The state directory on a full filesystem (a tiny tmpfs; root only): a
+// cycle still runs and closes, the failed writes are logged once each
+// rather than at every tick, and the ledger entry is written once space
+// returns.
+func TestFullStateDirectory(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	t.Parallel()
+	e := newCycleEnv(t)
+	must(t, os.MkdirAll(e.tr.State, 0o700))
+	if err := syscall.Mount("tmpfs", e.tr.State, "tmpfs", 0, "size=512k,mode=0700"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(e.tr.State, syscall.MNT_DETACH) })
+	filler := filepath.Join(e.tr.State, "filler")
+	fill := func() {
+		f, err := os.Create(filler)
+		must(t, err)
+		defer f.Close()
+		chunk := make([]byte, 4096)
+		for {
+			if _, err := f.Write(chunk); err != nil {
+				if !errors.Is(err, syscall.ENOSPC) {
+					t.Fatal(err)
+				}
+				return
+			}
+		}
+	}
+	fill()
+	e.start(0)
+	// Lines in the agent's log make the tailer's offsets dirty: with the
+	// disk full it retries them, without an error line at every tick.
+	logPath := filepath.Join(e.tr.AgentLogs, "amazon-ssm-agent.log")
+	for i := range 20 {
+		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		must(t, err)
+		fmt.Fprintf(f, "2026-12-07 06:00:%02d INFO [ssm-agent-worker] line %d\n", i, i)
+		f.Close()
+	}
+	if code, out, errOut := e.gate("pre-patch", "--wait-for-patch"); code != 0 {
+		t.Fatalf("gate pre-patch on a full disk: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut := e.gate("post-patch", "--result=success"); code != 0 {
+		t.Fatalf("gate post-patch on a full disk: exit %d\n%s%s", code, out, errOut)
+	}
+	eventually(t, 60*time.Second, "the ledger failure to be logged", func() bool { return e.logHas("cannot write the ledger") })
+	if n := len(e.ledgerQuiet()); n != 0 {
+		t.Fatalf("%d ledger entries on a full disk", n)
+	}
+	must(t, os.Remove(filler))
+	// Any event retries the waiting entry; the gate is one.
+	eventually(t, 60*time.Second, "the waiting ledger entry to be written", func() bool {
+		_, _, _ = e.gate("post-patch")
+		return len(e.ledgerQuiet()) == 1
+	})
+	out := e.p.stderr.String()
+	if n := strings.Count(out, "cannot persist agent log offsets"); n > 1 {
+		t.Errorf("%d error lines about the agent log offsets within a minute, want at most 1", n)
+	}
+	if n := strings.Count(out, "cannot write the ledger"); n != 1 {
+		t.Errorf("%d error lines about the ledger, want 1", n)
 	}
 	e.expect(1, 0, 1)
 }
