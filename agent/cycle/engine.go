@@ -88,6 +88,18 @@ type Engine struct {
 	running  atomic.Pointer[string] // hook running now, for Status
 	stopOnce sync.Once
 	stopRun  bool // decided by stopOnce
+
+	// The progress journal (progress.go): savedPhase is the cycle/phase
+	// the last whole write of cycle.json covered.
+	journal       progressJournal
+	savedPhase    string
+	lastSnap      time.Time
+	written       int64 // bytes of state written, for the write-volume test
+	fullEveryStep bool  // the old write-per-step scheme, for the benchmark's baseline
+	saveErr       atomicfile.ErrorLog
+	ledgerErr     atomicfile.ErrorLog
+	// appendLedger is ledger.Append; tests make it fail like a full disk.
+	appendLedger func(path string, e ledger.Entry, max int) error
 }
 
 type gateMsg struct {
@@ -109,7 +121,8 @@ func New(o Options) (*Engine, error) {
 	if o.BootID == nil {
 		o.BootID = func() string { return "" }
 	}
-	e := &Engine{o: o, log: o.Logger, clock: o.Clock, path: filepath.Join(o.StateDir, FileName), wake: make(chan struct{}, 1)}
+	e := &Engine{o: o, log: o.Logger, clock: o.Clock, path: filepath.Join(o.StateDir, FileName), wake: make(chan struct{}, 1),
+		journal: progressJournal{path: filepath.Join(o.StateDir, ProgressFileName)}}
 	st, err := LoadState(e.path)
 	if st == nil {
 		return nil, err
@@ -183,8 +196,12 @@ func (e *Engine) take() []any {
 // Run handles events until ctx is done. At a stop during a system shutdown
 // with a cycle open, it runs pre-reboot before it returns.
 func (e *Engine) Run(ctx context.Context) error {
+	if e.flushLedger() {
+		e.save()
+	}
 	e.resume(ctx)
 	for {
+		retryLedger, stopRetry := e.ledgerRetryTimer()
 		var failsafe <-chan time.Time
 		var timer clockwork.Timer
 		if c := e.st.Current; c != nil && !c.Ended {
@@ -196,6 +213,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			stopRetry()
 			if timer != nil {
 				timer.Stop()
 			}
@@ -222,9 +240,17 @@ func (e *Engine) Run(ctx context.Context) error {
 				}
 				e.handle(ctx, m)
 			}
+			if len(e.st.PendingLedger) > 0 && ctx.Err() == nil && e.flushLedger() {
+				e.save() // any event is a chance for a waiting ledger entry
+			}
 		case <-failsafe:
 			e.failsafe(ctx)
+		case <-retryLedger:
+			if e.flushLedger() {
+				e.save()
+			}
 		}
+		stopRetry()
 		if timer != nil {
 			timer.Stop()
 		}
@@ -667,14 +693,11 @@ func (e *Engine) close(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // closed after the restart, with a fresh snapshot
 	}
-	lpath := filepath.Join(e.o.StateDir, ledger.FileName)
-	// A crash between the ledger write and the state write below must not
-	// add the cycle twice.
-	if last, _, err := ledger.Read(lpath, 1); err != nil || len(last) == 0 || last[0].CycleID != c.ID {
-		if err := ledger.Append(lpath, entry, e.o.Settings().LedgerMaxEntries); err != nil {
-			e.log.Error("cannot write the ledger", "err", err)
-		}
-	}
+	// Through the waiting list (pending.go): an entry the disk does not
+	// take now is kept and written later, and a crash between the ledger
+	// write and the state write below does not add the cycle twice.
+	e.st.PendingLedger = append(e.st.PendingLedger, entry)
+	e.flushLedger()
 	if e.st.Totals == nil {
 		e.st.Totals = map[string]float64{}
 	}
@@ -709,9 +732,16 @@ func (e *Engine) save() {
 		err = atomicfile.WriteFile(e.path, append(data, '\n'), 0o600)
 	}
 	if err != nil {
-		e.log.Error("cannot write the cycle state; a crash now would lose the last step", "err", err)
+		e.saveErr.Failed(e.log, e.clock.Now(), "cannot write the cycle state; a crash now would lose the last step", "err", err)
 	} else {
+		e.saveErr.OK(e.log, "cycle state written again", "path", e.path)
 		e.snap.Store(&data)
+		e.written += int64(len(data) + 1)
+		e.savedPhase = ""
+		if c := e.st.Current; c != nil {
+			e.savedPhase = c.ID + "/" + c.Phase
+		}
+		e.journal.reset()
 	}
 	e.persist++
 	if e.o.AfterPersist != nil {

@@ -150,15 +150,23 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 		}
 		ps.Failed = true
 		e.log.Error("hook refused", "phase", hs.Phase, "hook", h.Name, "reason", h.Reason)
-		e.save()
+		e.saveStep(c, hs.Phase, ps, hs)
 		return true
 	}
+	if hs.Process != nil && !e.awaitEarlierRun(ctx, hs, h.Phase) {
+		return false
+	}
+	hs.Process = nil
 	hs.Attempt++
 	hs.Outcome, hs.Start, hs.Error = "running", e.clock.Now(), ""
-	e.save()
+	e.saveStep(c, hs.Phase, ps, hs)
 	name := hs.Phase + "/" + hs.Name
 	e.running.Store(&name)
-	res := e.o.Runner.RunHook(ctx, h, e.env(c, h.Phase, hs.Attempt))
+	hctx := hooks.WithStarted(ctx, func(pgid int) {
+		hs.Process = processOf(pgid, e.o.BootID())
+		e.saveProcess(c, hs.Phase, ps, hs)
+	})
+	res := e.o.Runner.RunHook(hctx, h, e.env(c, h.Phase, hs.Attempt))
 	e.running.Store(nil)
 	// A hook that succeeded before the stop reached it is finished; any
 	// other end during a stop may be the stop's kill, so it runs again.
@@ -171,12 +179,12 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 	if !res.Start.IsZero() {
 		hs.Start = res.Start
 	}
-	hs.Finished = true
+	hs.Finished, hs.Process = true, nil
 	if res.Outcome != hooks.Success {
 		ps.Failed = true
 	}
 	e.m.hookDone()
-	e.save()
+	e.saveStep(c, hs.Phase, ps, hs)
 	return true
 }
 

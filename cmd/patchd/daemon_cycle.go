@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/patchd/patchd/agent/atomicfile"
 	"github.com/patchd/patchd/agent/config"
 	"github.com/patchd/patchd/agent/control"
 	"github.com/patchd/patchd/agent/cycle"
@@ -44,6 +47,7 @@ func (h hookRunner) RunHook(ctx context.Context, hk hooks.Hook, env hooks.Env) h
 	return h.runner.RunHook(ctx, hk, env)
 }
 func (h hookRunner) RecordPhase(p hooks.Phase, rs []hooks.Result) { h.runner.RecordPhase(p, rs) }
+func (h hookRunner) HookTimeout(p hooks.Phase) time.Duration      { return h.runner.HookTimeout(p) }
 
 func cycleSettings(c config.Config) cycle.Settings {
 	return cycle.Settings{
@@ -87,6 +91,12 @@ func (d *daemon) setupCycle() error {
 	if err != nil {
 		return err
 	}
+	// Every state file (cycle, ledger, offsets, keeper, role, host state)
+	// is written through atomicfile, which counts the failures.
+	d.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "patchd_state_write_errors_total",
+		Help: "Writes of patchd's state files that failed (read-only or full state directory); state not saved is lost at a crash.",
+	}, func() float64 { return float64(atomicfile.Failures()) }))
 	d.cycle = &cyclePart{engine: e}
 	d.cmdSubs = append(d.cmdSubs, e.Command)
 	d.logSubs = append(d.logSubs, e.Log)
