@@ -18,6 +18,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/jonboulle/clockwork"
+	"github.com/patchd/patchd/agent/safeopen"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -134,7 +135,7 @@ type known struct {
 // openState reads a state file and, where the platform allows it without
 // getting in the agent's way, keeps it open (see gone).
 func openState(path string) (*DocumentState, *os.File, fileStamp, error) {
-	f, err := os.Open(path)
+	f, err := safeopen.Open(path)
 	if err != nil {
 		return nil, nil, fileStamp{}, err
 	}
@@ -143,10 +144,14 @@ func openState(path string) (*DocumentState, *os.File, fileStamp, error) {
 		f.Close()
 		return nil, nil, fileStamp{}, err
 	}
-	data, err := io.ReadAll(f)
+	if fi.Size() > MaxStateFileSize {
+		f.Close()
+		return nil, nil, fileStamp{}, stateTooLarge(path)
+	}
+	data, err := safeopen.ReadAll(f, MaxStateFileSize, path)
 	if err != nil {
 		f.Close()
-		return nil, nil, fileStamp{}, fmt.Errorf("read %s: %w", path, err)
+		return nil, nil, fileStamp{}, err
 	}
 	s, err := ParseState(data)
 	if err != nil {
@@ -165,6 +170,9 @@ func readHeld(f *os.File) (*DocumentState, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
+	}
+	if fi.Size() > MaxStateFileSize {
+		return nil, stateTooLarge(f.Name())
 	}
 	data := make([]byte, fi.Size())
 	n, err := f.ReadAt(data, 0)
