@@ -26,12 +26,14 @@ var rebootMarkers = []string{
 	"A plugin has requested a reboot",  // framework/coremanager/coremanager.go
 	"Processing reboot request",        // framework/coremanager/coremanager.go
 	"Rebooting the machine",            // rebooter/rebooter_unix.go
+	"rebooting the machine in",         // rebooter/rebooter_windows.go
 }
 
 var networkMarkers = []string{
 	"RequestError: send request failed",
 	"dial tcp",
 	"i/o timeout",
+	"I/O timeout", // session/communicator/websocketchannel.go
 	"no such host",
 	"network is unreachable",
 	"connectex",
@@ -39,6 +41,20 @@ var networkMarkers = []string{
 	"Rate exceeded",
 	"TLS handshake timeout",
 	"connection reset by peer",
+	"Failed to dial websocket",             // websocketutil/websocketutil.go
+	"Error while sending websocket ping",   // session/communicator/websocketchannel.go
+	"seconds due to no response",           // runcommand/mds/service.go: the long poll got no answer
+	"connection refused",                   // any dial to an endpoint
+	"Client.Timeout exceeded",              // net/http's timeout in an aws-sdk error
+	"context deadline exceeded (Client.Ti", // the same, cut differently
+}
+
+// controlChannelMarkers are failures to reach Session Manager's endpoint
+// whose cause is not on the line: a network failure unless the line names a
+// credential cause, so they are decided after credentials.
+var controlChannelMarkers = []string{
+	"Failed to get controlchannel token",  // session/controlchannel/controlchannel.go
+	"createControlChannel request failed", // session/service/service.go
 }
 
 var credentialMarkers = []string{
@@ -49,9 +65,16 @@ var credentialMarkers = []string{
 	"Signature expired",
 	"instance management role is not configured",
 	"unable to build RSA signature",        // ssm/rsaauth/ssm_rsaV4.go
+	"failed to build RSA signature",        // ssm/rsaauth/ssm_rsaV4.go
+	"Failed to get the v4 signature",       // session/communicator/websocketchannel.go
 	"Unauthorized request",                 // control channel
 	"before retrying retrieve credentials", // core/app/credentialrefresher
-	"Retrieve credentials produced error",  // core/app/credentialrefresher
+	"Retrieve credentials produced",        // core/app/credentialrefresher: error, aws error, unrecoverable aws error
+	"Credentials are not available when",   // core/app/credentialrefresher
+	"shared credentials are already expired",
+	"RequestManagedInstanceRoleToken", // managedInstances/rolecreds (on-premises)
+	"Agent failed to assume any identity",
+	"failed to find identity, retrying",
 	"Failed to connect to Systems Manager with instance profile role credentials",
 	"Failed to connect to Systems Manager with SSM role credentials",
 	"no EC2 instance role found",
@@ -64,10 +87,20 @@ var stopMarkers = []string{
 	"Stopping agent",      // setupcli
 	"Bye.",                // core/app/agent.go, agent/agent/agent.go
 	"got signal:",         // core/agent.go, agent/agent.go
+	"Got signal:",         // agent/agent.go (2.x)
 	"stop requested",      // coremanager.go, longrunning manager
 	"Shutting down amazon-ssm-agent",
 	"shutting down...", // processor.go: a document still in progress at shutdown
-	"Stopping SSM Agent Worker",
+	"Stopping ssm agent worker",
+	"Receiving stop signal, stop worker monitor",   // core/workerprovider/longrunningprovider
+	"Received stop/termination signal",             // core/app/agent.go
+	"Received termination message from core agent", // ipc/messagebus/respondent.go (worker)
+	"Stopping MessageGatewayService",               // session/session.go
+	"pool has been put into shutdown",              // task/pool.go, the processor's pools at stop
+	"Service received stop ChangeRequest",          // core/agent_windows.go
+	"Service received shutdown ChangeRequest",      // core/agent_windows.go
+	"Stopping SSM agent because sysprep",           // agent/agent_windows.go
+	"Successfully stopped agent",                   // setupcli
 }
 
 var startMarkers = []string{
@@ -75,31 +108,26 @@ var startMarkers = []string{
 	"New Seelog Logger Creation Complete",
 	"Starting Core Agent",           // core/app/agent.go
 	"amazon-ssm-agent - v",          // version banners of core and worker
+	"ssm-agent-worker - v",          // agent/agent/agent.go, the worker's banner
 	"starting worker process",       // core/workerprovider/longrunningprovider
 	"Resuming core agent startup",   // core/app/agent.go
 	"Create new startup processor",  // agent/agent.go (worker start)
 	"Started amazon-ssm-agent",      // systemd
 	"Started snap.amazon-ssm-agent", // systemd, snap
+	"Starting up windows agent",     // core/agent_windows.go
 	// Windows: first line of a starting agent (longrunning/jobobject/jobobject_windows.go).
 	"Job object creation on SSM agent successful",
 }
 
+// commandEndMarkers: the agent worker's processor says once per document
+// run that it sends the document's complete response (processor.go), and
+// only then; per-step lines ("Sending plugin <step> completion message",
+// "received plugin: <step> result") and the other once-per-document lines
+// of the same end ("command: <id> complete", "execution of <id> is over",
+// the document worker's own "document complete response") are Other, so
+// that a document ends once.
 var commandEndMarkers = []string{
-	"result from Processor",    // runcommand/coremodule.go, processorwrappers
-	"complete response",        // processor.go, outofproc/messaging/backend.go
-	"Sending reply {",          // runcommand/service.go (2.x reply with the result)
-	"completion message",       // runpluginutil.go
-	"document worker closed",   // outofproc/worker/main.go
-	"received timedout signal", // outofproc/messaging/messaging.go
-	"listen reply channel closed",
-}
-
-var commandStartMarkers = []string{
-	"Running plugin ",                // runpluginutil.go
-	"started with configuration",     // plugins
-	"received plugin config message", // outofproc/messaging/backend.go
-	"Found in-progress document",     // processor.go (a resume)
-	"submission started",             // processor.go
+	"sending document: ", // with " complete response": processor.go
 }
 
 var healthMarkers = []string{
@@ -112,39 +140,38 @@ var healthMarkers = []string{
 
 // The marker sets, registered once; scan finds them all in one pass.
 var (
-	mReboot       = reg(rebootMarkers...)
-	mNetwork      = reg(networkMarkers...)
-	mCredentials  = reg(credentialMarkers...)
-	mStop         = reg(stopMarkers...)
-	mStart        = reg(startMarkers...)
-	mCommandEnd   = reg(commandEndMarkers...)
-	mCommandStart = reg(commandStartMarkers...)
-	mHealth       = reg(healthMarkers...)
+	mReboot         = reg(rebootMarkers...)
+	mNetwork        = reg(networkMarkers...)
+	mCredentials    = reg(credentialMarkers...)
+	mControlChannel = reg(controlChannelMarkers...)
+	mStop           = reg(stopMarkers...)
+	mStart          = reg(startMarkers...)
+	mCommandEnd     = reg(commandEndMarkers...)
+	mHealth         = reg(healthMarkers...)
 
-	mArch          = reg(", Arch: ")
-	mBanner        = reg("Amazon SSM Agent v")
-	mRunning       = reg(" is running")
-	mStarted       = reg(") started")
-	mCommandColon  = reg("command: ")
-	mExecutionOf   = reg("execution of ")
-	mIsOver        = reg(" is over")
-	mDocumentColon = reg("document: ")
-	mWorkerStarted = reg(" worker started")
-	mSession       = reg("[ssm-session-worker]")
-	mVersionCore   = reg("amazon-ssm-agent - v")
-	mAwsSsm        = reg("aws.ssm.")
-	mSleeping      = reg("Sleeping for ")
-	mRetryCreds    = reg("before retrying retrieve credentials")
-	mDocTag        = reg("[ssm-document-worker] [")
-	mInProgress    = reg("Found in-progress document - ")
-	mDocumentSpace = reg("document ")
-	mSubmission    = reg("submission started")
-	mFacts         = or(mVersionCore, mBanner, mAwsSsm, mSleeping, mDocTag, mInProgress, mDocumentColon, mDocumentSpace)
+	mArch             = reg(", Arch: ")
+	mBanner           = reg("Amazon SSM Agent v")
+	mRunning          = reg(" is running")
+	mStarted          = reg(") started")
+	mCompleteResponse = reg(" complete response")
+	mDocumentColon    = reg("document: ")
+	mWorkerStarted    = reg(" worker started")
+	mSession          = reg("[ssm-session-worker]")
+	mVersionCore      = reg("amazon-ssm-agent - v")
+	mVersionWorker    = reg("ssm-agent-worker - v")
+	mAwsSsm           = reg("aws.ssm.")
+	mSleeping         = reg("Sleeping for ")
+	mRetryCreds       = reg("before retrying retrieve credentials")
+	mDocTag           = reg("[ssm-document-worker] [")
+	mInProgress       = reg("Found in-progress document - ")
+	mDocumentSpace    = reg("document ")
+	mSubmission       = reg("submission started")
+	mFacts            = or(mVersionCore, mVersionWorker, mBanner, mAwsSsm, mSleeping, mDocTag, mInProgress, mDocumentColon, mDocumentSpace)
 	// mKinds are the markers kindOf looks at: a line with none is Other.
-	mKinds = or(mReboot, mNetwork, mCredentials, mStop, mStart, mArch, mBanner, mStarted,
-		mCommandEnd, mCommandColon, mExecutionOf, mCommandStart, mDocumentColon, mHealth)
-	deciding = newDecider([]found{mReboot, mNetwork, mCredentials, mStop, mStart},
-		[]Kind{Reboot, NetworkError, CredentialsError, AgentStop, AgentStart})
+	mKinds = or(mReboot, mNetwork, mCredentials, mControlChannel, mStop, mStart, mArch, mBanner, mStarted,
+		mCommandEnd, mWorkerStarted, mHealth)
+	deciding = newDecider([]found{mReboot, mNetwork, mCredentials, mControlChannel, mStop, mStart},
+		[]Kind{Reboot, NetworkError, CredentialsError, NetworkError, AgentStop, AgentStart})
 )
 
 // decider knows the kinds that one marker decides by itself, which come
@@ -158,23 +185,22 @@ type decider struct {
 
 func newDecider(sets []found, kinds []Kind) decider {
 	var d decider
-	rank := map[Kind]int{}
+	var rank [maxMarkers]int
 	for i := len(sets) - 1; i >= 0; i-- { // a marker in two sets is of the first
-		rank[kinds[i]] = i
 		d.set = or(d.set, sets[i])
 		for id := 0; id < maxMarkers; id++ {
 			if sets[i][id/64]&(1<<(id%64)) != 0 {
-				d.kind[id] = kinds[i]
+				d.kind[id], rank[id] = kinds[i], i
 			}
 		}
 	}
 	last := 0
 	for id := 0; id < maxMarkers; id++ {
-		if k := d.kind[id]; k != "" {
-			if rank[k] < last {
+		if d.kind[id] != "" {
+			if rank[id] < last {
 				panic("agentlog: marker sets registered out of kindOf's order") // a programming error, at init
 			}
-			last = rank[k]
+			last = rank[id]
 		}
 	}
 	return d
@@ -215,13 +241,13 @@ func kindOf(f found, m []byte) Kind {
 	// A session worker shares the document worker's code and messages but
 	// runs Session Manager sessions, not commands.
 	session := f.any(mSession)
-	if f.any(mCommandEnd) || isCommandComplete(f, m) {
+	if f.any(mCommandEnd) && f.any(mCompleteResponse) {
 		if session {
 			return Other
 		}
 		return CommandEnd
 	}
-	if f.any(mCommandStart) || (f.any(mDocumentColon) && f.any(mWorkerStarted)) {
+	if f.any(mDocumentColon) && f.any(mWorkerStarted) {
 		if session {
 			return Other
 		}
@@ -240,15 +266,6 @@ func isStartLine(f found, m []byte) bool {
 	return (f.any(mArch) && has(m, "OS: ")) ||
 		(f.any(mBanner) && f.any(mRunning)) ||
 		(f.any(mStarted) && has(m, "(pid:")) // "Worker ssm-agent-worker (pid:N) started"
-}
-
-// isCommandComplete matches "command: aws.ssm.<cmd>.<inst> complete" and
-// "execution of <MessageID> is over".
-func isCommandComplete(f found, m []byte) bool {
-	if f.any(mCommandColon) && bytes.HasSuffix(bytes.TrimRight(m, " "), []byte(" complete")) {
-		return true
-	}
-	return f.any(mExecutionOf) && f.any(mIsOver)
 }
 
 // classifyForeign handles lines from other programs in journald output:
@@ -330,6 +347,9 @@ func extract(ev *Event, m string, f found, at *positions) {
 	}
 	if f.any(mVersionCore) {
 		ev.AgentVersion = version(after(m, at, mVersionCore))
+	}
+	if ev.AgentVersion == "" && f.any(mVersionWorker) {
+		ev.AgentVersion = version(after(m, at, mVersionWorker))
 	}
 	if ev.AgentVersion == "" && f.any(mBanner) {
 		ev.AgentVersion = version(after(m, at, mBanner))
