@@ -316,7 +316,20 @@ func standalone(l *Line) bool {
 	if dotsOnly(bytes.TrimSpace(l.Msg)) { // a pasted "..."
 		return true
 	}
+	if isSeparator(l.Msg) {
+		return true
+	}
 	return has(l.Msg, "Initializing new seelog logger") || has(l.Msg, "New Seelog Logger Creation Complete")
+}
+
+// isSeparator reports whether m is a line that a tool put between entries:
+// grep's "--" between context groups, journalctl's "-- Boot <id> --" and
+// "-- Logs begin at ... --". It belongs to no entry.
+func isSeparator(m []byte) bool {
+	if len(m) < 2 || m[0] != '-' || m[1] != '-' {
+		return false
+	}
+	return len(m) == 2 || (m[2] == ' ' && bytes.HasSuffix(m, []byte(" --")))
 }
 
 // dotsOnly reports whether m is one or more of '.' and '…': what
