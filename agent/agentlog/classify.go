@@ -108,7 +108,6 @@ var startMarkers = []string{
 	"New Seelog Logger Creation Complete",
 	"Starting Core Agent",           // core/app/agent.go
 	"amazon-ssm-agent - v",          // version banners of core and worker
-	"ssm-agent-worker - v",          // agent/agent/agent.go, the worker's banner
 	"starting worker process",       // core/workerprovider/longrunningprovider
 	"Resuming core agent startup",   // core/app/agent.go
 	"Create new startup processor",  // agent/agent.go (worker start)
@@ -158,17 +157,21 @@ var (
 	mWorkerStarted    = reg(" worker started")
 	mSession          = reg("[ssm-session-worker]")
 	mVersionCore      = reg("amazon-ssm-agent - v")
-	mVersionWorker    = reg("ssm-agent-worker - v")
-	mAwsSsm           = reg("aws.ssm.")
-	mSleeping         = reg("Sleeping for ")
-	mRetryCreds       = reg("before retrying retrieve credentials")
-	mDocTag           = reg("[ssm-document-worker] [")
-	mInProgress       = reg("Found in-progress document - ")
-	mDocumentSpace    = reg("document ")
-	mSubmission       = reg("submission started")
-	mFacts            = or(mVersionCore, mVersionWorker, mBanner, mAwsSsm, mSleeping, mDocTag, mInProgress, mDocumentColon, mDocumentSpace)
+	// The worker's banner "ssm-agent-worker - v3.3.1142.0" (agent/agent/agent.go),
+	// found by its end: every worker line's tag is "[ssm-agent-worker]",
+	// and a marker with those bytes would pass the scan's sieve on all of
+	// them. The document worker's banner ends the same way and is no start.
+	mVersionWorker = reg("worker - v")
+	mAwsSsm        = reg("aws.ssm.")
+	mSleeping      = reg("Sleeping for ")
+	mRetryCreds    = reg("before retrying retrieve credentials")
+	mDocTag        = reg("[ssm-document-worker] [")
+	mInProgress    = reg("Found in-progress document - ")
+	mDocumentSpace = reg("document ")
+	mSubmission    = reg("submission started")
+	mFacts         = or(mVersionCore, mVersionWorker, mBanner, mAwsSsm, mSleeping, mDocTag, mInProgress, mDocumentColon, mDocumentSpace)
 	// mKinds are the markers kindOf looks at: a line with none is Other.
-	mKinds = or(mReboot, mNetwork, mCredentials, mControlChannel, mStop, mStart, mArch, mBanner, mStarted,
+	mKinds = or(mReboot, mNetwork, mCredentials, mControlChannel, mStop, mStart, mArch, mBanner, mStarted, mVersionWorker,
 		mCommandEnd, mWorkerStarted, mHealth)
 	deciding = newDecider([]found{mReboot, mNetwork, mCredentials, mControlChannel, mStop, mStart},
 		[]Kind{Reboot, NetworkError, CredentialsError, NetworkError, AgentStop, AgentStart})
@@ -211,16 +214,16 @@ func newDecider(sets []found, kinds []Kind) decider {
 // network cause (which wins over a credential context on the same line),
 // then credentials, stop, start, command end and start, health.
 func Classify(l *Line) Kind {
-	k, _ := classify(l, nil)
+	k, _ := classify(table(), l, nil)
 	return k
 }
 
 // classify is Classify that also returns the markers found and sets their
 // positions in at (when not nil), which extract reuses instead of searching
 // the line again.
-func classify(l *Line, at *positions) (Kind, found) {
+func classify(t *sieves, l *Line, at *positions) (Kind, found) {
 	m := l.Msg
-	f := scan(view(m), at)
+	f := scanWith(t, view(m), at)
 	if len(l.Program) > 0 && l.Foreign() {
 		return classifyForeign(l.Program, m), f
 	}
@@ -259,11 +262,14 @@ func kindOf(f found, m []byte) Kind {
 	return Other
 }
 
+const workerBanner = "ssm-agent-worker - v"
+
 // isStartLine matches start markers made of two parts. "OS: " and "(pid:"
 // are too short for the scan's stride and count only next to their longer
 // part, so they are searched for only when it is there.
 func isStartLine(f found, m []byte) bool {
 	return (f.any(mArch) && has(m, "OS: ")) ||
+		(f.any(mVersionWorker) && has(m, workerBanner)) ||
 		(f.any(mBanner) && f.any(mRunning)) ||
 		(f.any(mStarted) && has(m, "(pid:")) // "Worker ssm-agent-worker (pid:N) started"
 }
@@ -286,17 +292,17 @@ func classifyForeign(prog, m []byte) Kind {
 // refine lets a continuation line sharpen a problem entry's kind: the agent
 // prints aws-sdk errors as "caused by:" chains, so the network cause of a
 // credential failure is often on the second or third line.
-func refine(k Kind, level string, cont []byte) Kind {
+func refine(t *sieves, k Kind, level string, cont []byte) Kind {
 	switch k {
 	case CredentialsError:
-		if scan(view(cont), nil).any(mNetwork) {
+		if scanWith(t, view(cont), nil).any(mNetwork) {
 			return NetworkError
 		}
 	case Other:
 		if level != "WARN" && level != "ERROR" && level != "CRITICAL" {
 			return k
 		}
-		f := scan(view(cont), nil)
+		f := scanWith(t, view(cont), nil)
 		if f.any(mNetwork) {
 			return NetworkError
 		}
@@ -361,7 +367,7 @@ func extract(ev *Event, m string, f found, at *positions) {
 	if f.any(mVersionCore) {
 		ev.AgentVersion = version(after(m, at, mVersionCore))
 	}
-	if ev.AgentVersion == "" && f.any(mVersionWorker) {
+	if ev.AgentVersion == "" && f.any(mVersionWorker) && strings.Contains(m, workerBanner) {
 		ev.AgentVersion = version(after(m, at, mVersionWorker))
 	}
 	if ev.AgentVersion == "" && f.any(mBanner) {
