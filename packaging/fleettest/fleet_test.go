@@ -557,17 +557,27 @@ func TestFleet(t *testing.T) {
 		t.Errorf("host 37's post-patch hook ran %d times; want 1 + 3 retries", len(attempts))
 	}
 	delay := a37.ActiveAt.Sub(attempts[len(attempts)-1])
+	// The bound: from when patchd recorded the failed phase, one scrape
+	// interval (as Prometheus really spaced this host's scrapes, which a
+	// loaded machine stretches), one evaluation interval, for: 0, plus
+	// the time that scrape and the rule groups took.
+	recorded, ok := value(fmt.Sprintf(`patchd_hook_last_run_timestamp_seconds{instance=%q, phase="post-patch"}`, h37.id))
+	if !ok {
+		t.Fatal("no patchd_hook_last_run_timestamp_seconds for host 37")
+	}
+	sinceRecorded := a37.ActiveAt.Sub(time.Unix(0, int64(recorded*1e9)))
 	maxScrape, _ := value(fmt.Sprintf(`max_over_time(scrape_duration_seconds{instance=%q}[5m])`, h37.id))
 	maxEval, err := prom.selfMax("prometheus_rule_group_last_duration_seconds")
 	if err != nil {
 		t.Fatal(err)
 	}
-	bound := scrapeInterval + evalInterval + durationOf(maxScrape) + durationOf(maxEval)
-	t.Logf("hook failure to alert active: %s after the last attempt, %s after the first (bound: scrape %s + evaluation %s + for 0 + that host's slowest scrape %s + the slowest rule group %s)",
-		delay.Round(time.Millisecond), a37.ActiveAt.Sub(attempts[0]).Round(time.Millisecond), scrapeInterval, evalInterval,
-		durationOf(maxScrape).Round(time.Millisecond), durationOf(maxEval).Round(time.Millisecond))
-	if delay <= 0 || delay > bound {
-		t.Errorf("alert active %s after the hook's last failure; want within %s", delay, bound)
+	gap := maxScrapeGap(t, prom, h37.id)
+	bound := gap + evalInterval + durationOf(maxScrape) + durationOf(maxEval)
+	t.Logf("hook failure to alert active: %s after the hook's last attempt, %s after patchd recorded it, %s after the first attempt (bound: scrape interval %s, as spaced %s, + evaluation %s + for 0 + that host's slowest scrape %s + the slowest rule group %s)",
+		delay.Round(time.Millisecond), sinceRecorded.Round(time.Millisecond), a37.ActiveAt.Sub(attempts[0]).Round(time.Millisecond),
+		scrapeInterval, gap.Round(time.Millisecond), evalInterval, durationOf(maxScrape).Round(time.Millisecond), durationOf(maxEval).Round(time.Millisecond))
+	if sinceRecorded <= 0 || sinceRecorded > bound {
+		t.Errorf("alert active %s after patchd recorded the failed post-patch run; want within %s", sinceRecorded, bound)
 	}
 
 	// 2. The fleet recording rules, per patch group and per host, against
@@ -652,7 +662,20 @@ func TestFleet(t *testing.T) {
 
 	// 4. Every dashboard query parses and returns data from this fleet;
 	// tables list hosts by instance.
-	checkDashboard(t, prom)
+	panels := checkDashboard(t, prom)
+	// The fleet row's tables show the failures as their hosts.
+	failedRows := map[int]float64{}
+	for n, v := range f.hostsIn(panels["Hosts by last patch/B"]) {
+		if v == 1 {
+			failedRows[n] = v
+		}
+	}
+	if len(failedRows) != 2 || failedRows[failingPatch] != 1 || failedRows[failingHook] != 1 {
+		t.Errorf("dashboard table \"Hosts by last patch\": last patch failed for hosts %v; want %d and %d", failedRows, failingPatch, failingHook)
+	}
+	if got := f.hostsIn(panels["Hosts with monitoring silenced/A"]); len(got) != 1 || got[heldHost] < heldFailsafe.Seconds() {
+		t.Errorf("dashboard table \"Hosts with monitoring silenced\": %v; want host %d alone, open longer than %s", got, heldHost, heldFailsafe)
+	}
 	checkNoSingleHost(t)
 
 	// 5. The costs. The idle CPU is measured over a fixed window (a
@@ -687,6 +710,24 @@ func fleetCPU(f *fleet) time.Duration {
 	return total
 }
 
+// maxScrapeGap is the longest time between two scrapes of one host in the
+// last 5 minutes, from Prometheus's own sample timestamps.
+func maxScrapeGap(t *testing.T, prom *prometheus, instance string) time.Duration {
+	t.Helper()
+	s, err := prom.query(fmt.Sprintf(`up{instance=%q}[5m]`, instance))
+	if err != nil || len(s) != 1 || len(s[0].Values) < 2 {
+		t.Fatalf("scrapes of %s: %v %v", instance, s, err)
+	}
+	var gap float64
+	vs := s[0].Values
+	for i := 1; i < len(vs); i++ {
+		a, _ := vs[i-1][0].(float64)
+		b, _ := vs[i][0].(float64)
+		gap = max(gap, b-a)
+	}
+	return durationOf(gap)
+}
+
 func durationOf(seconds float64) time.Duration { return time.Duration(seconds * float64(time.Second)) }
 
 // readHookFailures are the times host 37's post-patch hook failed, one per
@@ -719,7 +760,7 @@ type dashboard struct {
 	Panels []struct {
 		Type    string
 		Title   string
-		Targets []struct{ Expr string }
+		Targets []struct{ RefID, Expr string }
 	}
 }
 
@@ -737,8 +778,9 @@ func readDashboard(t *testing.T) dashboard {
 }
 
 // checkDashboard runs every panel's query with the variables at "All".
-func checkDashboard(t *testing.T, prom *prometheus) {
+func checkDashboard(t *testing.T, prom *prometheus) map[string][]sample {
 	t.Helper()
+	results := map[string][]sample{}
 	d := readDashboard(t)
 	repl := strings.NewReplacer("$job", ".*", "$instance", ".*", "$patch_group", ".*",
 		"$__rate_interval", "1m", "$__range", "1h", "$__interval", "2s")
@@ -760,6 +802,7 @@ func checkDashboard(t *testing.T, prom *prometheus) {
 				s, err = prom.query(q)
 				return err == nil && len(s) > 0, fmt.Sprint(err)
 			})
+			results[p.Title+"/"+tg.RefID] = s
 			if p.Type == "table" && !strings.Contains(q, "patch_group:") {
 				for _, x := range s {
 					if x.Metric["instance"] == "" || x.Metric["name"] == "" || x.Metric["patch_group"] == "" {
@@ -773,6 +816,20 @@ func checkDashboard(t *testing.T, prom *prometheus) {
 	if rows < 2 {
 		t.Errorf("the dashboard has %d rows; want a fleet row and the per-host drill-down", rows)
 	}
+	return results
+}
+
+// hostsIn are the host numbers a query's result names, with the value.
+func (f *fleet) hostsIn(s []sample) map[int]float64 {
+	out := map[int]float64{}
+	for _, x := range s {
+		for _, h := range f.hosts {
+			if h.id == x.Metric["instance"] {
+				out[h.n] = x.float()
+			}
+		}
+	}
+	return out
 }
 
 // checkNoSingleHost: no rule or dashboard query names one host, and no
