@@ -270,6 +270,7 @@ func TestHugeCycleKeepsLimitsAndNewest(t *testing.T) {
 		}
 	}
 	pk := types[PackagesType]
+	t.Logf("%d of 5,030 package entries kept", len(pk))
 	if len(pk) == 0 || len(pk) > DefaultLimits.MaxPackages {
 		t.Fatalf("%d package entries, want 1..%d", len(pk), DefaultLimits.MaxPackages)
 	}
