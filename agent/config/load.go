@@ -380,6 +380,7 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 	positive("host_state.command_timeout", c.HostState.CommandTimeout)
 	absPath("host_state.reboot_required_file", c.HostState.RebootRequiredFile)
 	absPath("host_state.patch_configuration_dir", c.HostState.PatchConfigurationDir)
+	c.validateFleet(add)
 	if len(ps) == 0 {
 		return nil
 	}

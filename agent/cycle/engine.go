@@ -65,6 +65,10 @@ type Options struct {
 	// AfterPersist is called after every write of cycle.json with its
 	// count since start; tests use it to crash patchd at each step.
 	AfterPersist func(n int)
+	// OnClosed is told of every closed cycle after its ledger entry and
+	// state are written; it must only enqueue (the inventory and the
+	// compliance report follow it).
+	OnClosed func(ledger.Entry)
 }
 
 // Engine is the cycle actor. Producers call Command, Log and Gate from any
@@ -713,6 +717,9 @@ func (e *Engine) close(ctx context.Context) {
 		"installed", len(entry.Packages.Installed), "upgraded", len(entry.Packages.Upgraded), "removed", len(entry.Packages.Removed))
 	e.m.closed(c.Trigger, c.Result, &entry, e.st)
 	e.save()
+	if e.o.OnClosed != nil {
+		e.o.OnClosed(entry)
+	}
 }
 
 func (e *Engine) rebooted(c *Cycle) bool {

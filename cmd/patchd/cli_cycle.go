@@ -134,7 +134,11 @@ func runGate(flags *config.Flags, req cycle.GateRequest, timeout time.Duration, 
 		fmt.Fprintf(stdout, "%s\n", rep.Message)
 	}
 	if !rep.OK {
-		fmt.Fprintf(stderr, "patchd gate %s: cycle %s: the phase failed; do not patch until it is fixed (see journalctl -u patchd)\n", req.Phase, rep.CycleID)
+		if req.Phase == cycle.PhasePostPatch {
+			fmt.Fprintf(stderr, "patchd gate %s: cycle %s: a post-patch hook failed: this host is not back to normal (see patchd status, journalctl -u patchd)\n", req.Phase, rep.CycleID)
+		} else {
+			fmt.Fprintf(stderr, "patchd gate %s: cycle %s: the phase failed; do not patch until it is fixed (see journalctl -u patchd)\n", req.Phase, rep.CycleID)
+		}
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "cycle %s: %s done\n", rep.CycleID, req.Phase)

@@ -73,6 +73,7 @@ type daemon struct {
 	hostState *hostStatePart
 	agentLog  *agentLogPart
 	commands  *commandsPart
+	fleet     *fleetPart
 }
 
 func (d *daemon) config() config.Config { return *d.cfg.Load() }
@@ -157,6 +158,7 @@ func runDaemon(ctx context.Context, flags *config.Flags, cfg config.Config, logg
 		fn   func() error
 	}{
 		{"hooks", d.setupHooks},
+		{"fleet", d.setupFleet},
 		{"cycle", d.setupCycle},
 		{"keeper", d.setupKeeper},
 		{"host-state", d.setupHostState},

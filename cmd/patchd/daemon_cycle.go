@@ -76,6 +76,9 @@ func (d *daemon) setupCycle() error {
 		// seconds before a package changes.
 		SnapshotDelay: 200 * time.Millisecond,
 	}
+	if d.fleet != nil {
+		opts.OnClosed = d.fleet.cycleClosed
+	}
 	if s := ledger.Detect(); s != nil {
 		opts.Packages = s
 	}
