@@ -438,13 +438,7 @@ func TestFleet(t *testing.T) {
 	prom := startPrometheus(t, promBin, promtool, f.root, targetsFile)
 	t.Logf("fleet of %d started in %s; Prometheus on %s", hostCount, time.Since(began).Round(time.Millisecond), prom.addr)
 
-	value := func(q string) (float64, bool) {
-		s, err := prom.query(q)
-		if err != nil || len(s) != 1 {
-			return 0, false
-		}
-		return s[0].float(), true
-	}
+	value := prom.value
 	waitValue := func(q string, want float64) {
 		t.Helper()
 		eventually(t, 90*time.Second, fmt.Sprintf("%s = %g", q, want), func() (bool, string) {
@@ -662,21 +656,22 @@ func TestFleet(t *testing.T) {
 
 	// 4. Every dashboard query parses and returns data from this fleet;
 	// tables list hosts by instance.
-	panels := checkDashboard(t, prom)
-	// The fleet row's tables show the failures as their hosts.
-	failedRows := map[int]float64{}
-	for n, v := range f.hostsIn(panels["Hosts by last patch/B"]) {
-		if v == 1 {
-			failedRows[n] = v
-		}
-	}
-	if len(failedRows) != 2 || failedRows[failingPatch] != 1 || failedRows[failingHook] != 1 {
-		t.Errorf("dashboard table \"Hosts by last patch\": last patch failed for hosts %v; want %d and %d", failedRows, failingPatch, failingHook)
-	}
-	if got := f.hostsIn(panels["Hosts with monitoring silenced/A"]); len(got) != 1 || got[heldHost] < heldFailsafe.Seconds() {
-		t.Errorf("dashboard table \"Hosts with monitoring silenced\": %v; want host %d alone, open longer than %s", got, heldHost, heldFailsafe)
-	}
+	f.checkFleetTables(t, "regional", checkDashboard(t, prom, false))
 	checkNoSingleHost(t)
+
+	// The same fleet row on a global server that federates only what the
+	// example federation job selects.
+	global := startGlobal(t, promBin, promtool, f.root, prom)
+	eventually(t, 60*time.Second, "the global server to federate every host", func() (bool, string) {
+		v, ok := global.value(fmt.Sprintf(`count(patchd_build_info{region=%q})`, regionLabel))
+		return ok && v == hostCount, fmt.Sprint(v, ok)
+	})
+	f.checkFleetTables(t, "global", checkDashboard(t, global, true))
+	federated, _ := global.value(`count({__name__=~".+", instance!=""}) / count(patchd_build_info)`)
+	t.Logf("global server: %.2f series per host federated, the fleet row answers from them", federated)
+	if federated > 11 {
+		t.Errorf("the federation job brings %g series per host; want the rules' answers and the fleet row's 8", federated)
+	}
 
 	// 5. The costs. The idle CPU is measured over a fixed window (a
 	// measurement, not a wait for an event): the fleet after its wave,
@@ -777,8 +772,27 @@ func readDashboard(t *testing.T) dashboard {
 	return d
 }
 
-// checkDashboard runs every panel's query with the variables at "All".
-func checkDashboard(t *testing.T, prom *prometheus) map[string][]sample {
+// checkFleetTables: the fleet row's tables show the failures as their
+// hosts.
+func (f *fleet) checkFleetTables(t *testing.T, server string, panels map[string][]sample) {
+	t.Helper()
+	failedRows := map[int]float64{}
+	for n, v := range f.hostsIn(panels["Hosts by last patch/B"]) {
+		if v == 1 {
+			failedRows[n] = v
+		}
+	}
+	if len(failedRows) != 2 || failedRows[failingPatch] != 1 || failedRows[failingHook] != 1 {
+		t.Errorf("%s: dashboard table \"Hosts by last patch\": last patch failed for hosts %v; want %d and %d", server, failedRows, failingPatch, failingHook)
+	}
+	if got := f.hostsIn(panels["Hosts with monitoring silenced/A"]); len(got) != 1 || got[heldHost] < heldFailsafe.Seconds() {
+		t.Errorf("%s: dashboard table \"Hosts with monitoring silenced\": %v; want host %d alone, open longer than %s", server, got, heldHost, heldFailsafe)
+	}
+}
+
+// checkDashboard runs every panel's query (only the fleet row's when
+// fleetRow) with the variables at "All".
+func checkDashboard(t *testing.T, prom *prometheus, fleetRow bool) map[string][]sample {
 	t.Helper()
 	results := map[string][]sample{}
 	d := readDashboard(t)
@@ -788,6 +802,9 @@ func checkDashboard(t *testing.T, prom *prometheus) map[string][]sample {
 	for _, p := range d.Panels {
 		if p.Type == "row" {
 			rows++
+			if fleetRow && rows > 1 {
+				break
+			}
 			continue
 		}
 		for _, tg := range p.Targets {
@@ -815,6 +832,9 @@ func checkDashboard(t *testing.T, prom *prometheus) map[string][]sample {
 	}
 	if rows < 2 {
 		t.Errorf("the dashboard has %d rows; want a fleet row and the per-host drill-down", rows)
+	}
+	if len(results) < 8 {
+		t.Errorf("only %d dashboard queries ran", len(results))
 	}
 	return results
 }
