@@ -73,7 +73,8 @@ func patchGroup(n int) string {
 	return "batch"
 }
 
-func instanceID(n int) string { return fmt.Sprintf("i-0f1ee7%011x", n) }
+// instanceID is host n's instance id; its decimal digits (valid hex) end in n.
+func instanceID(n int) string { return fmt.Sprintf("i-0f1ee7%011d", n) }
 
 // fleetIMDS answers IMDSv2 for every host: one role for the fleet.
 func fleetIMDS(w http.ResponseWriter, r *http.Request) {
