@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -39,12 +40,12 @@ const (
 // The fleet and its wave.
 const (
 	hostCount      = 100
-	maxConcurrency = 10 // the maintenance window task's MaxConcurrency
-	maxErrors      = 1  // and MaxErrors
-	failingPatch   = 33 // its AWS-RunPatchBaseline fails
-	failingHook    = 37 // its post-patch hook fails: the second error stops the wave
-	heldHost       = 99 // its cycle is held open past a short failsafe
-	wavePort       = "10795"
+	maxConcurrency = 10      // the maintenance window task's MaxConcurrency
+	maxErrors      = 1       // and MaxErrors
+	failingPatch   = 33      // its AWS-RunPatchBaseline fails
+	failingHook    = 37      // its post-patch hook fails: the second error stops the wave
+	heldHost       = 99      // its cycle is held open past a short failsafe
+	defaultPort    = "10795" // patchd's; taken when a patchd runs on this machine
 )
 
 // waveTargets are the hosts the window targets (patch groups web, api and
@@ -131,6 +132,7 @@ func releaseBinary(t *testing.T) string {
 type fleet struct {
 	t     *testing.T
 	root  string
+	port  string
 	hosts []*host // hosts[n-1] is host n
 }
 
@@ -148,9 +150,9 @@ func write(t *testing.T, path, content string, mode os.FileMode) {
 
 // newFleet lays out every host and the shared fakes (package manager
 // answers, a systemctl that says the system is running).
-func newFleet(t *testing.T) *fleet {
+func newFleet(t *testing.T, port string) *fleet {
 	t.Helper()
-	f := &fleet{t: t, root: t.TempDir()}
+	f := &fleet{t: t, root: t.TempDir(), port: port}
 	// Unix socket paths are limited to ~108 bytes; t.TempDir() can be long.
 	sockDir, err := os.MkdirTemp("", "pf")
 	if err != nil {
@@ -188,7 +190,7 @@ func newFleet(t *testing.T) *fleet {
 
 	for n := 1; n <= hostCount; n++ {
 		dir := filepath.Join(f.root, fmt.Sprintf("host%03d", n))
-		h := &host{n: n, id: instanceID(n), group: patchGroup(n), addr: fmt.Sprintf("127.0.1.%d:%s", n, wavePort),
+		h := &host{n: n, id: instanceID(n), group: patchGroup(n), addr: fmt.Sprintf("127.0.1.%d:%s", n, port),
 			dir: dir, hooks: filepath.Join(dir, "hooks.d"), state: filepath.Join(dir, "state"),
 			agentData: filepath.Join(dir, "ssm-data"), agentLogs: filepath.Join(dir, "ssm-logs"),
 			socket: filepath.Join(sockDir, fmt.Sprintf("h%d.sock", n)), marker: filepath.Join(dir, "run", "reboot-required"),
@@ -295,17 +297,43 @@ func (f *fleet) shutdown() {
 	wg.Wait()
 }
 
-// checkAddresses fails early and clearly when a host's address is taken.
-func checkAddresses(t *testing.T) {
+// fleetPort is a port free on every host's address: patchd's default
+// 10795 when it is (a patchd listening on :10795 holds it on every
+// loopback address), else one the kernel picks.
+func fleetPort(t *testing.T) string {
 	t.Helper()
-	for n := 1; n <= hostCount; n++ {
-		addr := fmt.Sprintf("127.0.1.%d:%s", n, wavePort)
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.Fatalf("host %d needs %s: %v (another fleet test running?)", n, addr, err)
+	try := func(port string) bool {
+		var ls []net.Listener
+		defer func() {
+			for _, l := range ls {
+				l.Close()
+			}
+		}()
+		for n := 1; n <= hostCount; n++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.1.%d:%s", n, port))
+			if err != nil {
+				return false
+			}
+			ls = append(ls, l)
 		}
-		l.Close()
+		return true
 	}
+	if try(defaultPort) {
+		return defaultPort
+	}
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.1.1:0")
+		if err != nil {
+			t.Fatalf("listen on 127.0.1.1: %v", err)
+		}
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		l.Close()
+		if try(port) {
+			return port
+		}
+	}
+	t.Fatalf("no port free on all of 127.0.1.1-%d", hostCount)
+	return ""
 }
 
 // inotifyNeeded is the per-user inotify instance limit the fleet needs:
@@ -387,7 +415,7 @@ func TestFleet(t *testing.T) {
 	}
 	promBin, promtool := needTool(t, "prometheus"), needTool(t, "promtool")
 	patchdBin = releaseBinary(t)
-	checkAddresses(t)
+	port := fleetPort(t)
 	checkInotifyLimit(t)
 	load0, _ := os.ReadFile("/proc/loadavg")
 	began := time.Now()
@@ -403,7 +431,7 @@ func TestFleet(t *testing.T) {
 			t.Errorf("processes left running:\n%s", strings.Join(left, "\n"))
 		}
 	})
-	f = newFleet(t)
+	f = newFleet(t, port)
 	// The targets as EC2 service discovery would give them: the address,
 	// the instance id, the Name and Patch Group tags.
 	var targets []map[string]any
@@ -437,7 +465,7 @@ func TestFleet(t *testing.T) {
 		}
 	}
 	prom := startPrometheus(t, promBin, promtool, f.root, targetsFile)
-	t.Logf("fleet of %d started in %s; Prometheus on %s", hostCount, time.Since(began).Round(time.Millisecond), prom.addr)
+	t.Logf("fleet of %d started on 127.0.1.1-%d:%s in %s; Prometheus on %s", hostCount, hostCount, port, time.Since(began).Round(time.Millisecond), prom.addr)
 
 	value := prom.value
 	waitValue := func(q string, want float64) {
@@ -853,14 +881,31 @@ func (f *fleet) hostsIn(s []sample) map[int]float64 {
 	return out
 }
 
-// checkNoSingleHost: no rule or dashboard query names one host, and no
-// alert aggregates its hosts away.
+// aggregation is an aggregation operator and its by (...) labels.
+var aggregation = regexp.MustCompile(`\b(sum|count|max|min|avg)\s*(by\s*\(([^)]*)\))?\s*\(`)
+
+// hidesHost reports whether expr aggregates without keeping instance.
+func hidesHost(expr string) bool {
+	for _, m := range aggregation.FindAllStringSubmatch(expr, -1) {
+		if !strings.Contains(m[3], "instance") {
+			return true
+		}
+	}
+	return false
+}
+
+// checkNoSingleHost: no rule or dashboard query names one host; no alert,
+// and no dashboard graph or table, aggregates its hosts away (a stat is a
+// count, and the fleet row's counts read the patch_group: rules).
 func checkNoSingleHost(t *testing.T) {
 	t.Helper()
 	var exprs []string
 	for _, p := range readDashboard(t).Panels {
 		for _, tg := range p.Targets {
 			exprs = append(exprs, tg.Expr)
+			if (p.Type == "timeseries" || p.Type == "table") && !strings.Contains(tg.Expr, "patch_group:") && hidesHost(tg.Expr) {
+				t.Errorf("dashboard %s %q: %s aggregates away the host", p.Type, p.Title, tg.Expr)
+			}
 		}
 	}
 	for _, file := range []string{"../prometheus/patchd-alerts.yml", "../prometheus/patchd-fleet-rules.yml"} {
@@ -872,12 +917,8 @@ func checkNoSingleHost(t *testing.T) {
 			if strings.Contains(line, "expr:") {
 				exprs = append(exprs, line)
 			}
-			if strings.Contains(line, "expr:") && strings.Contains(file, "alerts") {
-				for _, agg := range []string{"sum ", "count ", "max ", "min ", "avg "} {
-					if i := strings.Index(line, agg+"by ("); i >= 0 && !strings.Contains(line[i:], "instance") {
-						t.Errorf("%s: %s aggregates away the host", file, strings.TrimSpace(line))
-					}
-				}
+			if strings.Contains(line, "expr:") && strings.Contains(file, "alerts") && hidesHost(line) {
+				t.Errorf("%s: %s aggregates away the host", file, strings.TrimSpace(line))
 			}
 		}
 	}
