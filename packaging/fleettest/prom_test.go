@@ -120,20 +120,56 @@ func testAlertRules(t *testing.T, dir string) string {
 	return p
 }
 
+// regionLabel is the regional server's external label, which /federate
+// adds to every series it serves.
+const regionLabel = "local-1"
+
+// startPrometheus runs the regional server: it scrapes the fleet.
 func startPrometheus(t *testing.T, promBin, promtool, dir, targetsFile string) *prometheus {
 	t.Helper()
 	fleetRules, err := filepath.Abs("../prometheus/patchd-fleet-rules.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := map[string]any{
+	return runPrometheus(t, promBin, promtool, filepath.Join(dir, "prometheus"), map[string]any{
 		"global": map[string]any{
 			"scrape_interval":     scrapeInterval.String(),
 			"evaluation_interval": evalInterval.String(),
+			"external_labels":     map[string]string{"region": regionLabel},
 		},
 		// The fleet rules as shipped; the alerts with one test threshold.
 		"rule_files":     []string{testAlertRules(t, dir), fleetRules},
 		"scrape_configs": []any{scrapeJob(t, targetsFile)},
+	})
+}
+
+// startGlobal runs a global server with the example federation job,
+// pointed at the regional one.
+func startGlobal(t *testing.T, promBin, promtool, dir string, regional *prometheus) *prometheus {
+	t.Helper()
+	b, err := os.ReadFile("../prometheus/prometheus-federation.example.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ex struct {
+		ScrapeConfigs []map[string]any `yaml:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal(b, &ex); err != nil || len(ex.ScrapeConfigs) == 0 {
+		t.Fatalf("prometheus-federation.example.yml: no scrape job (%v)", err)
+	}
+	job := ex.ScrapeConfigs[0]
+	job["scrape_interval"], job["scrape_timeout"] = scrapeInterval.String(), scrapeInterval.String()
+	job["static_configs"] = []any{map[string]any{"targets": []string{regional.addr}}}
+	return runPrometheus(t, promBin, promtool, filepath.Join(dir, "global"), map[string]any{
+		"global":         map[string]any{"scrape_interval": scrapeInterval.String()},
+		"scrape_configs": []any{job},
+	})
+}
+
+func runPrometheus(t *testing.T, promBin, promtool, dir string, cfg map[string]any) *prometheus {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -337,4 +373,13 @@ func (p *prometheus) selfMax(name string) (float64, error) {
 		return 0, fmt.Errorf("prometheus /metrics has no %s", name)
 	}
 	return m, nil
+}
+
+// value is the single value a query returns.
+func (p *prometheus) value(q string) (float64, bool) {
+	s, err := p.query(q)
+	if err != nil || len(s) != 1 {
+		return 0, false
+	}
+	return s[0].float(), true
 }
