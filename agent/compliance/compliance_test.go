@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -436,5 +437,28 @@ func TestAutoWithoutCredentialsIsQuiet(t *testing.T) {
 	}
 	if st := h.tr.Snapshot()[1]; st.Reason != "" {
 		t.Errorf("auto counted a failure: %+v", st)
+	}
+}
+
+// More hooks than the service takes items (10,000): the cycle's own items
+// stay, and the endpoint accepts the request.
+func TestManyHooksStayWithinTheItemLimit(t *testing.T) {
+	e := sampleEntry("c1", "success")
+	for i := range 10050 {
+		e.Hooks = append(e.Hooks, ledger.HookRun{Phase: "post-patch", Name: fmt.Sprintf("%s-%05d", strings.Repeat("x", 120), i), Outcome: "success", Attempt: 1})
+	}
+	r := Build(&e, nil, defaultSeverity, closed)
+	if len(r.Items) != maxItems || r.Items[len(r.Items)-2].ID != ItemCycle || r.Items[len(r.Items)-1].ID != ItemMonitoring {
+		t.Fatalf("%d items, last %s", len(r.Items), r.Items[len(r.Items)-1].ID)
+	}
+	srv := ssmtest.New()
+	defer srv.Close()
+	envCredentials(t, srv.URL)
+	s, err := Connect(context.Background(), ConnectOptions{IMDSEndpoint: "http://127.0.0.1:9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(context.Background(), instance, r); err != nil {
+		t.Fatalf("Put: %v (invalid: %v)", err, srv.Invalid())
 	}
 }
