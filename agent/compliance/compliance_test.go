@@ -107,6 +107,7 @@ type harness struct {
 	done   chan error
 	mode   string
 	tries  chan error
+	open   func() (OpenCycle, bool)
 }
 
 type syncBuffer struct {
@@ -175,6 +176,7 @@ func (h *harness) start(connect ConnectOptions) {
 		AttemptTimeout: 3 * time.Second, CheckInterval: time.Hour,
 		Clock: h.clock, Logger: slog.New(slog.NewTextHandler(h.logs, nil)), Uploads: h.tr,
 		Attempted: func(err error) { h.tries <- err },
+		Open:      h.open, FailsafeAge: func() time.Duration { return 3 * time.Hour },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
@@ -462,5 +464,42 @@ func TestManyHooksStayWithinTheItemLimit(t *testing.T) {
 	}
 	if err := s.Put(context.Background(), instance, r); err != nil {
 		t.Fatalf("Put: %v (invalid: %v)", err, srv.Invalid())
+	}
+}
+
+// A cycle open past the failsafe turns monitoring-restored NON_COMPLIANT
+// before it closes, once.
+func TestOverdueCycle(t *testing.T) {
+	srv := ssmtest.New()
+	defer srv.Close()
+	envCredentials(t, srv.URL)
+	h := newHarness(t, srv, "")
+	opened := h.clock.Now().Add(-2 * time.Hour)
+	h.open = func() (OpenCycle, bool) { return OpenCycle{ID: "c9", CommandID: "cmd-9", Opened: opened}, true }
+	h.start(ConnectOptions{IMDSEndpoint: "http://127.0.0.1:9"})
+	h.waiting()
+	if srv.Attempts() != 0 {
+		t.Fatal("reported a cycle open for less than the failsafe")
+	}
+	h.clock.Advance(time.Hour + time.Minute) // the check interval: 1 h
+	if err := h.tried(); err != nil {
+		t.Fatal(err)
+	}
+	h.waiting()
+	h.clock.Advance(time.Hour)
+	h.waiting()
+	h.checkValid()
+	acc := srv.Accepted()
+	if len(acc) != 1 {
+		t.Fatalf("%d reports, want 1", len(acc))
+	}
+	var mon ssmtest.Item
+	for _, it := range acc[0].Items {
+		if it.Id == ItemMonitoring {
+			mon = it
+		}
+	}
+	if mon.Status != NonCompliant || mon.Details["CycleId"] != "c9" || acc[0].ExecutionSummary.ExecutionId != "cmd-9" {
+		t.Errorf("report = %+v", acc[0])
 	}
 }
