@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -106,6 +107,7 @@ type harness struct {
 	done   chan error
 	mode   string
 	tries  chan error
+	open   func() (OpenCycle, bool)
 }
 
 type syncBuffer struct {
@@ -168,10 +170,13 @@ func (h *harness) start(connect ConnectOptions) {
 			}
 			return s, nil
 		},
+		// AttemptTimeout is what a hang costs; a loaded machine must not
+		// make an answered request look like one.
 		Severity: defaultSeverity, FirstRetry: 5 * time.Second, MaxRetry: time.Minute,
-		AttemptTimeout: 500 * time.Millisecond, CheckInterval: time.Hour,
+		AttemptTimeout: 3 * time.Second, CheckInterval: time.Hour,
 		Clock: h.clock, Logger: slog.New(slog.NewTextHandler(h.logs, nil)), Uploads: h.tr,
 		Attempted: func(err error) { h.tries <- err },
+		Open:      h.open, FailsafeAge: func() time.Duration { return 3 * time.Hour },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
@@ -436,5 +441,65 @@ func TestAutoWithoutCredentialsIsQuiet(t *testing.T) {
 	}
 	if st := h.tr.Snapshot()[1]; st.Reason != "" {
 		t.Errorf("auto counted a failure: %+v", st)
+	}
+}
+
+// More hooks than the service takes items (10,000): the cycle's own items
+// stay, and the endpoint accepts the request.
+func TestManyHooksStayWithinTheItemLimit(t *testing.T) {
+	e := sampleEntry("c1", "success")
+	for i := range 10050 {
+		e.Hooks = append(e.Hooks, ledger.HookRun{Phase: "post-patch", Name: fmt.Sprintf("%s-%05d", strings.Repeat("x", 120), i), Outcome: "success", Attempt: 1})
+	}
+	r := Build(&e, nil, defaultSeverity, closed)
+	if len(r.Items) != maxItems || r.Items[len(r.Items)-2].ID != ItemCycle || r.Items[len(r.Items)-1].ID != ItemMonitoring {
+		t.Fatalf("%d items, last %s", len(r.Items), r.Items[len(r.Items)-1].ID)
+	}
+	srv := ssmtest.New()
+	defer srv.Close()
+	envCredentials(t, srv.URL)
+	s, err := Connect(context.Background(), ConnectOptions{IMDSEndpoint: "http://127.0.0.1:9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(context.Background(), instance, r); err != nil {
+		t.Fatalf("Put: %v (invalid: %v)", err, srv.Invalid())
+	}
+}
+
+// A cycle open past the failsafe turns monitoring-restored NON_COMPLIANT
+// before it closes, once.
+func TestOverdueCycle(t *testing.T) {
+	srv := ssmtest.New()
+	defer srv.Close()
+	envCredentials(t, srv.URL)
+	h := newHarness(t, srv, "")
+	opened := h.clock.Now().Add(-2 * time.Hour)
+	h.open = func() (OpenCycle, bool) { return OpenCycle{ID: "c9", CommandID: "cmd-9", Opened: opened}, true }
+	h.start(ConnectOptions{IMDSEndpoint: "http://127.0.0.1:9"})
+	h.waiting()
+	if srv.Attempts() != 0 {
+		t.Fatal("reported a cycle open for less than the failsafe")
+	}
+	h.clock.Advance(time.Hour + time.Minute) // the check interval: 1 h
+	if err := h.tried(); err != nil {
+		t.Fatal(err)
+	}
+	h.waiting()
+	h.clock.Advance(time.Hour)
+	h.waiting()
+	h.checkValid()
+	acc := srv.Accepted()
+	if len(acc) != 1 {
+		t.Fatalf("%d reports, want 1", len(acc))
+	}
+	var mon ssmtest.Item
+	for _, it := range acc[0].Items {
+		if it.Id == ItemMonitoring {
+			mon = it
+		}
+	}
+	if mon.Status != NonCompliant || mon.Details["CycleId"] != "c9" || acc[0].ExecutionSummary.ExecutionId != "cmd-9" {
+		t.Errorf("report = %+v", acc[0])
 	}
 }

@@ -5,11 +5,6 @@ package compliance
 // agent/imds's tests start it; the SDK signs with what the mock serves.
 
 import (
-	"encoding/json"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -23,66 +18,8 @@ func TestMain(m *testing.M) {
 	testbin.Main(m, testbin.Build{Name: "ec2-metadata-mock", Pkg: "github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock", Out: &mockBin})
 }
 
-// mockAccessKey is the role's key id the mock serves; its default (11
-// characters) is shorter than a real key id, which the endpoint refuses.
-const mockAccessKey = "ASIAPATCHDMOCKROLE01"
-
-func startMock(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	cfg := map[string]any{"metadata": map[string]any{"values": map[string]any{
-		"iam-security-credentials-role": "web",
-		"iam-security-credentials": map[string]string{
-			"Code": "Success", "LastUpdated": time.Now().UTC().Format(time.RFC3339), "Type": "AWS-HMAC",
-			"AccessKeyId": mockAccessKey, "SecretAccessKey": "mock-secret", "Token": "mock-token",
-			"Expiration": time.Now().Add(6 * time.Hour).UTC().Format(time.RFC3339),
-		},
-	}}}
-	data, _ := json.Marshal(cfg)
-	config := filepath.Join(dir, "aemm-config.json")
-	if err := os.WriteFile(config, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	l.Close()
-	logf, err := os.Create(filepath.Join(dir, "mock.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(mockBin, "-n", "127.0.0.1", "-p", port, "-I", "-c", config)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+dir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	deadline := time.NewTimer(30 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second)
-		if err == nil {
-			c.Close()
-			return "http://127.0.0.1:" + port
-		}
-		select {
-		case <-deadline.C:
-			b, _ := os.ReadFile(filepath.Join(dir, "mock.log"))
-			t.Fatalf("the IMDS mock did not listen: %s", b)
-		case <-tick.C:
-		}
-	}
-}
-
 func TestIMDSMockEndToEnd(t *testing.T) {
-	mock := startMock(t)
+	mock := ssmtest.StartIMDSMock(t, mockBin)
 	for _, tc := range []struct {
 		name string
 		// imdsSetting is imds.endpoint; envIMDS is AWS_EC2_METADATA_SERVICE_ENDPOINT;
@@ -128,11 +65,11 @@ func TestIMDSMockEndToEnd(t *testing.T) {
 			if len(acc) != 1 {
 				t.Fatalf("%d accepted", len(acc))
 			}
-			wantRegion := "us-east-1" // the mock's own region
+			wantRegion := ssmtest.MockRegion
 			if tc.envRegion != "" {
 				wantRegion = tc.envRegion
 			}
-			if acc[0].AccessKey != mockAccessKey || acc[0].Region != wantRegion {
+			if acc[0].AccessKey != ssmtest.MockAccessKey || acc[0].Region != wantRegion {
 				t.Errorf("signed with %s for %s, want the mock's role key for %s", acc[0].AccessKey, acc[0].Region, wantRegion)
 			}
 		})

@@ -102,6 +102,7 @@ func Build(e *ledger.Entry, over *Overdue, sev Severities, now time.Time) Report
 			r.ExecutionID = e.CycleID
 		}
 		postFailed := 0
+		seen := map[string]bool{}
 		for _, h := range e.Hooks {
 			status := Compliant
 			if h.Outcome != "success" {
@@ -110,8 +111,13 @@ func Build(e *ledger.Entry, over *Overdue, sev Severities, now time.Time) Report
 					postFailed++
 				}
 			}
+			id := clip(h.Phase+"/"+h.Name, maxItemID)
+			if seen[id] { // two long names cut to the same id
+				id = clip(id, maxItemID-8) + fmt.Sprintf("#%d", len(r.Items))
+			}
+			seen[id] = true
 			r.Items = append(r.Items, Item{
-				ID:       clip(h.Phase+"/"+h.Name, maxItemID),
+				ID:       id,
 				Title:    clip(fmt.Sprintf("patchd %s hook %s", h.Phase, h.Name), maxTitle),
 				Severity: sev(h.Phase),
 				Status:   status,

@@ -440,3 +440,37 @@ func gauge(g prometheus.Gauge) float64 {
 	}
 	return m.GetGauge().GetValue()
 }
+
+// BenchmarkWrite5000 is the write after a cycle that changed 5,000
+// packages, with 99 earlier cycles in the ledger: read the ledger, build
+// both files within the limits, write them atomically (BENCHMARKS.md).
+func BenchmarkWrite5000(b *testing.B) {
+	root := b.TempDir()
+	lpath := filepath.Join(root, ledger.FileName)
+	for i := 1; i < 100; i++ {
+		if err := ledger.Append(lpath, entry(i, 10), 1000); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := ledger.Append(lpath, entry(100, 5000), 1000); err != nil {
+		b.Fatal(err)
+	}
+	agentData := filepath.Join(root, "amazon-ssm")
+	if err := os.MkdirAll(filepath.Join(agentData, "i-0123456789abcdef0"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	w, err := New(Options{LedgerPath: lpath, AgentData: agentData})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := filepath.Join(agentData, "i-0123456789abcdef0", "inventory", "custom")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Force a rewrite: an unchanged file is skipped.
+		_ = os.Remove(filepath.Join(dir, CyclesFile))
+		_ = os.Remove(filepath.Join(dir, PackagesFile))
+		if !w.Write() {
+			b.Fatal("Write failed")
+		}
+	}
+}

@@ -41,6 +41,8 @@ type Status struct {
 	// Pending is what waits to be delivered (compliance: reports in the
 	// outbox).
 	Pending int `json:"pending"`
+	// Off says why this kind is not delivered at all, when it is not.
+	Off string `json:"off,omitempty"`
 }
 
 // Tracker records deliveries. Its methods are safe from any goroutine.
@@ -96,6 +98,13 @@ func (t *Tracker) Failure(kind, reason string, err error, at time.Time) {
 		s.Error = err.Error()
 	}
 	t.failures.WithLabelValues(kind, reason).Inc()
+}
+
+// Disable records that kind is switched off, and why.
+func (t *Tracker) Disable(kind, why string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.status(kind).Off = why
 }
 
 // SetPending records how many reports of kind wait to be delivered.

@@ -19,6 +19,7 @@ import (
 	"github.com/patchd/patchd/agent/control"
 	"github.com/patchd/patchd/agent/cycle"
 	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/uploads"
 )
 
 // addCycleCommands registers gate, status and history.
@@ -219,6 +220,39 @@ func printStatus(w io.Writer, st statusReply) {
 		}
 	}
 	fmt.Fprintf(w, "Watched agent folders: %s\n", strings.Join(st.Watched, ", "))
+	printSSMReports(w, st.SSMReports)
+}
+
+// printSSMReports says when each kind last reached Systems Manager and,
+// when its last try failed, why.
+func printSSMReports(w io.Writer, rs []uploads.Status) {
+	if len(rs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Systems Manager:")
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.Local().Format(time.RFC3339)
+	}
+	for _, r := range rs {
+		verb := "sent"
+		if r.Kind == uploads.KindInventory {
+			verb = "written"
+		}
+		line := fmt.Sprintf("  %-11s  last %s %s", r.Kind, verb, when(r.LastSuccess))
+		switch {
+		case r.Off != "":
+			line = fmt.Sprintf("  %-11s  off (%s)", r.Kind, r.Off)
+		case r.Kind == uploads.KindCompliance && r.Pending > 0:
+			line += fmt.Sprintf("; %d waiting", r.Pending)
+		}
+		if r.Reason != "" && r.Off == "" {
+			line += fmt.Sprintf("; failed %s (%s): %s", when(r.LastFailure), r.Reason, r.Error)
+		}
+		fmt.Fprintln(w, line)
+	}
 }
 
 func runHistory(flags *config.Flags, n int, output string, stdout, stderr io.Writer) int {

@@ -17,6 +17,7 @@ import (
 	"github.com/patchd/patchd/agent/control"
 	"github.com/patchd/patchd/agent/cycle"
 	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/uploads"
 	"github.com/patchd/patchd/hooks"
 )
 
@@ -113,7 +114,11 @@ func (d *daemon) setupCycle() error {
 		if d.commands != nil && d.commands.watcher != nil {
 			watched = d.commands.watcher.Watched()
 		}
-		control.WriteJSON(w, http.StatusOK, statusReply{Status: e.Status(), Watched: watched})
+		rep := statusReply{Status: e.Status(), Watched: watched}
+		if d.fleet != nil {
+			rep.SSMReports = d.fleet.uploads.Snapshot()
+		}
+		control.WriteJSON(w, http.StatusOK, rep)
 	})
 	d.control.Mux.HandleFunc("POST /v1/gate", func(w http.ResponseWriter, r *http.Request) {
 		var req cycle.GateRequest
@@ -144,6 +149,9 @@ type statusReply struct {
 	Watched []string `json:"watched"`
 	// FromFile is set by the CLI when the daemon was not reachable.
 	FromFile string `json:"from_file,omitempty"`
+	// SSMReports are the last deliveries to Systems Manager, by kind
+	// (docs/fleet-ssm.md); known only to a running daemon.
+	SSMReports []uploads.Status `json:"ssm_reports,omitempty"`
 }
 
 // watchedFolders lists <agent-data>/<instance-id> folders that have a

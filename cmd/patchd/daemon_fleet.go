@@ -59,6 +59,8 @@ func (d *daemon) setupFleet() error {
 			return err
 		}
 		d.addActor("inventory", f.inventory.Run)
+	} else {
+		tr.Disable(uploads.KindInventory, "inventory.enabled is false")
 	}
 	if cfg.SSM.Report != compliance.ModeOff {
 		f.compliance = compliance.New(compliance.Options{
@@ -91,6 +93,8 @@ func (d *daemon) setupFleet() error {
 			Uploads:     tr,
 		})
 		d.addActor("compliance", f.compliance.Run)
+	} else {
+		tr.Disable(uploads.KindCompliance, "ssm.report is off")
 	}
 	d.fleet = f
 	return nil

@@ -31,7 +31,8 @@ func TestMain(m *testing.M) {
 		"AWS_SHARED_CREDENTIALS_FILE": os.DevNull, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_PROFILE": ""} {
 		os.Setenv(k, v)
 	}
-	testbin.Main(m, testbin.Build{Name: "patchd", Pkg: ".", Flags: []string{"-race"}, Out: &patchdBin})
+	testbin.Main(m, testbin.Build{Name: "patchd", Pkg: ".", Flags: []string{"-race"}, Out: &patchdBin},
+		testbin.Build{Name: "ec2-metadata-mock", Pkg: "github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock", Out: &imdsMockBin})
 }
 
 // testIMDSConfig points IMDS at a closed loopback port: no test may reach

@@ -109,6 +109,13 @@ func newBusyDaemon(tb testing.TB) *busyDaemon {
 		tb.Fatal(err)
 	}
 
+	// The agent is installed before patchd starts, as on a host in
+	// service: the inventory's first write finds its folder.
+	agent := ssmsim.New(tr.AgentData, simInstance, tr.AgentLogs)
+	if err := agent.Init(); err != nil {
+		tb.Fatal(err)
+	}
+
 	// What runDaemon does before the parts' setup functions.
 	logger := slog.New(slog.DiscardHandler)
 	d := &daemon{flags: config.AddFlags(kingpin.New("patchd", "")), logger: logger, level: promslog.NewLevel(), reg: prometheus.NewRegistry()}
@@ -138,10 +145,6 @@ func newBusyDaemon(tb testing.TB) *busyDaemon {
 		})
 	}
 	tb.Cleanup(stop)
-	agent := ssmsim.New(tr.AgentData, simInstance, tr.AgentLogs)
-	if err := agent.Init(); err != nil {
-		tb.Fatal(err)
-	}
 	return &busyDaemon{d: d, agent: agent, tr: tr, stop: stop}
 }
 

@@ -116,12 +116,15 @@ func newRoot(t *testing.T) string {
 	// packaged configuration must not poll whatever answers at
 	// 169.254.169.254 here. A refused loopback port is "IMDS unknown";
 	// a test that wants an IMDS configures imds.endpoint, which wins.
+	// Likewise the compliance report (ssm.report auto) of a patchd that
+	// finds credentials at a test's IMDS mock goes to a refused loopback
+	// port, never to AWS.
 	dropIn := filepath.Join(dir, "etc/systemd/system/patchd.service.d")
 	if err := os.MkdirAll(dropIn, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dropIn, "10-test-imds.conf"),
-		[]byte("[Service]\nEnvironment=AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9\n"), 0o644); err != nil {
+		[]byte("[Service]\nEnvironment=AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9\nEnvironment=AWS_ENDPOINT_URL_SSM=http://127.0.0.1:9\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return dir
