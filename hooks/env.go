@@ -12,7 +12,7 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // Environ is the whole environment of a hook: PATH, LANG=C.UTF-8 (output
 // in a known encoding), HOME (root's, or patchd's own when not root) and
-// the PATCHD_* variables of DESIGN.md §4. Every PATCHD_* variable is
+// the PATCHD_* variables of docs/design.md (the hook contract). Every PATCHD_* variable is
 // always set, empty when unknown, so hooks can use `set -u`.
 func (e Env) Environ() []string {
 	attempt := e.Attempt
@@ -37,7 +37,9 @@ func (e Env) Environ() []string {
 		"PATCHD_CYCLE_ID=" + e.CycleID,
 		"PATCHD_TRIGGER=" + trigger,
 		"PATCHD_DOCUMENT=" + e.Document,
+		"PATCHD_DOCUMENT_ID=" + e.DocumentID,
 		"PATCHD_COMMAND_ID=" + e.CommandID,
+		"PATCHD_ASSOCIATION_ID=" + e.AssociationID,
 		"PATCHD_OPERATION=" + e.Operation,
 		"PATCHD_INSTANCE_ID=" + e.InstanceID,
 		"PATCHD_REGION=" + e.Region,
@@ -49,7 +51,7 @@ func (e Env) Environ() []string {
 		if result == "" {
 			result = "unknown"
 		}
-		env = append(env, "PATCHD_RESULT="+result, "PATCHD_REBOOTED="+boolEnv(e.Rebooted))
+		env = append(env, "PATCHD_RESULT="+result, "PATCHD_RESULT_REASON="+e.ResultReason, "PATCHD_REBOOTED="+boolEnv(e.Rebooted))
 	}
 	return env
 }

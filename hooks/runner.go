@@ -67,6 +67,20 @@ func (o Options) timeout(p Phase) time.Duration {
 	return o.Timeout
 }
 
+// WithStarted returns a context under which RunHook calls started with
+// the hook's process group id (its leader's pid) right after the hook
+// started, before it waits for it: the cycle records it, so that a patchd
+// killed during the hook can find the orphaned run after its restart.
+func WithStarted(ctx context.Context, started func(pgid int)) context.Context {
+	return context.WithValue(ctx, startedKey{}, started)
+}
+
+type startedKey struct{}
+
+// HookTimeout is the timeout of a hook of phase p under the options in
+// force.
+func (r *Runner) HookTimeout(p Phase) time.Duration { return r.Options().timeout(p) }
+
 // Runner runs hooks one at a time and records their metrics. It is safe
 // for concurrent use, but a cycle runs one phase at a time anyway.
 type Runner struct {
@@ -230,6 +244,9 @@ func execute(ctx context.Context, h Hook, env Env, opts Options, timeout time.Du
 		return rn
 	}
 	pgid := cmd.Process.Pid
+	if started, ok := ctx.Value(startedKey{}).(func(int)); ok {
+		started(pgid)
+	}
 
 	outS := &stream{logger: log, name: "stdout", maxLog: opts.MaxLogBytes}
 	errS := &stream{logger: log, name: "stderr", maxLog: opts.MaxLogBytes}
@@ -361,7 +378,7 @@ type PhaseOptions struct {
 }
 
 // RunPhase discovers the hooks of env.Phase under root and runs them in
-// lexical order under the phase's failure policy (DESIGN.md §3): pre-patch
+// lexical order under the phase's failure policy (docs/design.md, "The patch cycle"): pre-patch
 // stops at the first hook that does not succeed and reports the rest as
 // NotRun; pre-reboot and post-patch run every hook. Skipped files are not
 // reported. The error is not about hooks failing (that is in the results)

@@ -92,6 +92,7 @@ type Tailer struct {
 	follow      []*follower
 	dirty       bool
 	lastPersist time.Time
+	persistErr  atomicfile.ErrorLog // rate-limits the log of failed persists
 	watching    bool
 	dirMissing  bool
 	// dirDev and dirIno are the directory's when its watch was added.
@@ -632,9 +633,14 @@ func (t *Tailer) maybePersist(force bool) {
 		st.Mark = &mark
 	}
 	if err := atomicfile.WriteJSON(t.o.StatePath, st, 0o600); err != nil {
-		t.log.Error("cannot persist agent log offsets; a restart may read lines again", "path", t.o.StatePath, "err", err)
+		// A read-only or full state directory fails every retry: retry
+		// at the persist interval, not at every tick, and say so once a
+		// minute (patchd_state_write_errors_total counts each).
+		t.lastPersist = t.clk.Now()
+		t.persistErr.Failed(t.log, t.lastPersist, "cannot persist agent log offsets; a restart may read lines again", "path", t.o.StatePath, "err", err)
 		return
 	}
+	t.persistErr.OK(t.log, "agent log offsets persisted again", "path", t.o.StatePath)
 	t.dirty = false
 	t.lastPersist = t.clk.Now()
 }

@@ -1,4 +1,4 @@
-// Package config holds patchd's settings: their defaults (DESIGN.md §2), the
+// Package config holds patchd's settings: their defaults (packaging/patchd.yaml), the
 // YAML file that overrides them, and the command-line flags that override the
 // file. Every setting has exactly one name in the file and one flag, so an
 // operator can move a value between the two without translation.
@@ -29,6 +29,9 @@ type Config struct {
 	IMDS      IMDS      `yaml:"imds"`
 	Agent     Agent     `yaml:"agent"`
 	HostState HostState `yaml:"host_state"`
+	// Fleet view in Systems Manager (fleet.go).
+	Inventory Inventory `yaml:"inventory"`
+	SSM       SSM       `yaml:"ssm"`
 }
 
 // Paths are the host paths patchd reads and writes. Tests point them at
@@ -129,9 +132,9 @@ type HostState struct {
 // Phases are the hook phases, in the order a cycle runs them.
 var Phases = []string{"pre-patch", "pre-reboot", "post-patch"}
 
-// Default returns the built-in configuration (DESIGN.md §2).
+// Default returns the built-in configuration (docs/design.md, "Paths").
 func Default() Config {
-	return Config{
+	c := Config{
 		Paths: Paths{
 			Hooks:     "/etc/patchd/hooks.d",
 			State:     "/var/lib/patchd",
@@ -174,6 +177,8 @@ func Default() Config {
 			PatchConfigurationDir: "/var/log/amazon/ssm/patch-configuration",
 		},
 	}
+	fleetDefaults(&c)
+	return c
 }
 
 // HookTimeout is the timeout for one hook of phase.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -81,10 +82,11 @@ func Load(file string, allowMissing bool) (Config, error) {
 	return cfg, nil
 }
 
-// yamlLine matches the "line N: message" items of yaml.v3's TypeError.
-var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
-var unknownField = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
-var cannotUnmarshal = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.+)$")
+// yamlLine matches the "line N: message" items of yaml.v3's TypeError. These
+// patterns are compiled on first use: only a bad file needs them.
+var yamlLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^line (\d+): (.*)$`) })
+var unknownField = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`) })
+var cannotUnmarshal = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.+)$") })
 
 // Parse decodes data over cfg and validates the result. Unknown keys and
 // wrong types are reported with their line.
@@ -131,13 +133,13 @@ var sectionOfType = map[string]string{
 }
 
 func typeProblem(file string, root *yaml.Node, item string) Problem {
-	m := yamlLine.FindStringSubmatch(item)
+	m := yamlLine().FindStringSubmatch(item)
 	if m == nil {
 		return Problem{File: file, Msg: item}
 	}
 	line, _ := strconv.Atoi(m[1])
 	msg := m[2]
-	if u := unknownField.FindStringSubmatch(msg); u != nil {
+	if u := unknownField().FindStringSubmatch(msg); u != nil {
 		section := sectionOfType[u[2]]
 		key := u[1]
 		if section != "" {
@@ -146,7 +148,7 @@ func typeProblem(file string, root *yaml.Node, item string) Problem {
 		return Problem{File: file, Line: line, Key: key,
 			Msg: fmt.Sprintf("unknown key; valid keys here are %s (check the spelling, or remove it)", strings.Join(knownKeys(section), ", "))}
 	}
-	if c := cannotUnmarshal.FindStringSubmatch(msg); c != nil {
+	if c := cannotUnmarshal().FindStringSubmatch(msg); c != nil {
 		key := keyAtLine(root, line)
 		want := c[3]
 		switch want {
@@ -379,6 +381,7 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 	positive("host_state.command_timeout", c.HostState.CommandTimeout)
 	absPath("host_state.reboot_required_file", c.HostState.RebootRequiredFile)
 	absPath("host_state.patch_configuration_dir", c.HostState.PatchConfigurationDir)
+	c.validateFleet(add)
 	if len(ps) == 0 {
 		return nil
 	}

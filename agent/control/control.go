@@ -189,6 +189,18 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// ErrorReply is the body of every error answer of the API: one key,
+// "error", whatever the endpoint, so that clients (and curl users) read
+// failures one way.
+type ErrorReply struct {
+	Error string `json:"error"`
+}
+
+// WriteError answers a control request with status and {"error": msg}.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteJSON(w, status, ErrorReply{Error: msg})
+}
+
 // Client talks to the daemon's control socket.
 type Client struct {
 	Path string
@@ -209,6 +221,15 @@ func NewClient(path string, timeout time.Duration) *Client {
 
 // ErrUnreachable wraps failures to reach the daemon at all.
 var ErrUnreachable = errors.New("patchd daemon unreachable")
+
+// APIError is a non-2xx answer of the daemon: it is running and said no.
+// Status tells the CLI which exit code to use.
+type APIError struct {
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string { return "patchd: " + e.Message }
 
 // Do sends method to the API path with body in (may be nil) and decodes a
 // JSON answer into out (may be nil). A non-2xx answer is an error carrying
@@ -236,11 +257,11 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("reading answer from %s: %w", c.Path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
+		var e ErrorReply
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("patchd: %s", e.Error)
+			return &APIError{Status: resp.StatusCode, Message: e.Error}
 		}
-		return fmt.Errorf("patchd: %s: %s", resp.Status, strings.TrimSpace(string(data)))
+		return &APIError{Status: resp.StatusCode, Message: resp.Status + ": " + strings.TrimSpace(string(data))}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {

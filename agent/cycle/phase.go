@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/ssm"
 	"github.com/patchd/patchd/hooks"
 )
 
@@ -149,15 +150,23 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 		}
 		ps.Failed = true
 		e.log.Error("hook refused", "phase", hs.Phase, "hook", h.Name, "reason", h.Reason)
-		e.save()
+		e.saveStep(c, hs.Phase, ps, hs)
 		return true
 	}
+	if hs.Process != nil && !e.awaitEarlierRun(ctx, hs, h.Phase) {
+		return false
+	}
+	hs.Process = nil
 	hs.Attempt++
 	hs.Outcome, hs.Start, hs.Error = "running", e.clock.Now(), ""
-	e.save()
+	e.saveStep(c, hs.Phase, ps, hs)
 	name := hs.Phase + "/" + hs.Name
 	e.running.Store(&name)
-	res := e.o.Runner.RunHook(ctx, h, e.env(c, h.Phase, hs.Attempt))
+	hctx := hooks.WithStarted(ctx, func(pgid int) {
+		hs.Process = processOf(pgid, e.o.BootID())
+		e.saveProcess(c, hs.Phase, ps, hs)
+	})
+	res := e.o.Runner.RunHook(hctx, h, e.env(c, h.Phase, hs.Attempt))
 	e.running.Store(nil)
 	// A hook that succeeded before the stop reached it is finished; any
 	// other end during a stop may be the stop's kill, so it runs again.
@@ -170,35 +179,44 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 	if !res.Start.IsZero() {
 		hs.Start = res.Start
 	}
-	hs.Finished = true
+	hs.Finished, hs.Process = true, nil
 	if res.Outcome != hooks.Success {
 		ps.Failed = true
 	}
 	e.m.hookDone()
-	e.save()
+	e.saveStep(c, hs.Phase, ps, hs)
 	return true
 }
 
 func (e *Engine) env(c *Cycle, phase hooks.Phase, attempt int) hooks.Env {
 	env := hooks.Env{
 		Phase: phase, CycleID: c.ID, Trigger: c.Trigger, Document: c.Document.DocumentName,
-		CommandID: c.Document.CommandID, Operation: c.Document.Operation, InstanceID: e.instanceID(c),
-		Region: c.Region, Attempt: attempt,
+		Operation: c.Document.Operation, InstanceID: e.instanceID(c), Region: c.Region, Attempt: attempt,
 	}
-	if env.CommandID == "" {
-		env.CommandID = c.Document.DocumentID
-	}
-	if env.CommandID == "" {
-		env.CommandID = c.GateDocumentID
-	}
+	env.DocumentID, env.CommandID, env.AssociationID = documentIDs(c)
 	if phase == hooks.PostPatch {
-		env.Result = c.Result
+		env.Result, env.ResultReason = c.Result, c.ResultReason
 		if env.Result == "" {
 			env.Result = ResultUnknown
 		}
 		env.Rebooted = e.rebooted(c)
 	}
 	return env
+}
+
+// documentIDs are the agent's ids of the cycle's run: its document, or the
+// gate's own while no patch command is adopted. A command id is given only
+// for a command, an association id only for an association.
+func documentIDs(c *Cycle) (documentID, commandID, associationID string) {
+	d := c.Document
+	if d.DocumentID == "" {
+		d = Document{DocumentID: c.GateDocumentID}
+	}
+	commandID, associationID = ssm.SplitDocumentID(d.DocumentID)
+	if d.CommandID != "" || d.AssociationID != "" {
+		commandID, associationID = d.CommandID, d.AssociationID
+	}
+	return d.DocumentID, commandID, associationID
 }
 
 // StopExtra is how much longer the daemon's stop may take: enough for

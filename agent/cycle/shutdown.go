@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -35,7 +34,7 @@ func (SystemdShutdown) ShuttingDown(ctx context.Context) bool {
 
 func readStateOnly(stateDir string) (*State, error) {
 	path := filepath.Join(stateDir, FileName)
-	data, err := os.ReadFile(path)
+	data, err := readStateFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &State{Version: stateVersion}, nil
 	}
@@ -46,5 +45,6 @@ func readStateOnly(stateDir string) (*State, error) {
 	if err := json.Unmarshal(data, &st); err != nil {
 		return nil, fmt.Errorf("cycle state %s: %w", path, err)
 	}
+	_ = replayProgress(filepath.Join(stateDir, ProgressFileName), &st) // best effort: a view
 	return &st, nil
 }

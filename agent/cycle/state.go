@@ -1,4 +1,4 @@
-// Package cycle is patchd's patch-cycle state machine (DESIGN.md §3): it
+// Package cycle is patchd's patch-cycle state machine (docs/design.md): it
 // turns command events, agent log events and gate requests into the
 // pre-patch, pre-reboot and post-patch phases, and writes itself to disk
 // before each phase and around each hook so that a crash or a reboot resumes
@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/patchd/patchd/agent/atomicfile"
 	"github.com/patchd/patchd/agent/ledger"
 )
 
@@ -22,7 +24,7 @@ const FileName = "cycle.json"
 // stateVersion is bumped when State changes incompatibly.
 const stateVersion = 1
 
-// Triggers and results (DESIGN.md §3, §4).
+// Triggers and results (docs/design.md, "The patch cycle").
 const (
 	TriggerObserved = "observed"
 	TriggerGate     = "gate"
@@ -61,6 +63,9 @@ type Document struct {
 	// Steps are the last known step statuses: the file is often deleted
 	// right after its final write, so the last parse may predate the end.
 	Steps map[string]string `json:"steps,omitempty"`
+	// LogStatus is a final status the agent's log named for the document
+	// (see endResult): evidence when the file left before patchd read it.
+	LogStatus string `json:"log_status,omitempty"`
 }
 
 // HookState is a hook's record within a phase. Finished is false while it
@@ -68,6 +73,9 @@ type Document struct {
 type HookState struct {
 	ledger.HookRun
 	Finished bool `json:"finished"`
+	// Process is the running attempt's process group (process.go); it is
+	// cleared when the hook finishes.
+	Process *HookProcess `json:"process,omitempty"`
 }
 
 // PhaseState is one phase of a cycle.
@@ -103,6 +111,9 @@ type Cycle struct {
 	Ended  bool      `json:"ended,omitempty"`
 	EndAt  time.Time `json:"end_at,omitzero"`
 	Result string    `json:"result,omitempty"`
+	// ResultReason says why Result is unknown (or where it came from when
+	// not from the state file), for hooks, the ledger and patchd history.
+	ResultReason string `json:"result_reason,omitempty"`
 	// Also are patch commands that started and ended while this cycle was
 	// open.
 	Also []string `json:"also,omitempty"`
@@ -141,6 +152,12 @@ type State struct {
 	Totals             map[string]float64 `json:"totals,omitempty"`
 	LastSuccessfulEnd  time.Time          `json:"last_successful_end,omitzero"`
 	LastPackageChanges map[string]int     `json:"last_package_changes,omitempty"`
+	// PendingLedger are closed cycles the ledger did not take yet (a full
+	// or read-only disk); pending.go writes them when it can.
+	PendingLedger []ledger.Entry `json:"pending_ledger,omitempty"`
+	// ProgressSeq is the last record of the progress journal this file
+	// includes; replay skips those at or below it.
+	ProgressSeq int64 `json:"progress_seq,omitempty"`
 }
 
 const maxClosed = 64
@@ -168,25 +185,50 @@ func (s *State) addClosed(ids ...string) {
 	}
 }
 
+// MaxStateBytes bounds what is read of cycle.json: a real one holds one
+// cycle's compact hook records, kilobytes even with thousands of hooks.
+const MaxStateBytes = 128 << 20
+
+// readStateFile reads cycle.json without blocking on it and without
+// reading more than MaxStateBytes: anything but a regular file is refused
+// (atomicfile.NotRegularError), as is a larger one.
+func readStateFile(path string) ([]byte, error) {
+	return atomicfile.ReadRegular(path, MaxStateBytes)
+}
+
 // LoadState reads cycle.json. A missing file is a fresh state. A file that
-// does not parse is moved aside (so it can be inspected) and a fresh state
-// is returned with the error, for the caller to log.
+// does not parse, is too large, or is not a regular file (a FIFO would
+// block the start for good) is moved aside (so it can be inspected) and a
+// fresh state is returned with the error, for the caller to log.
 func LoadState(path string) (*State, error) {
-	data, err := os.ReadFile(path)
+	data, err := readStateFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &State{Version: stateVersion}, nil
 	}
-	if err != nil {
+	var nr *atomicfile.NotRegularError
+	var tl *atomicfile.TooLargeError
+	if err != nil && !errors.As(err, &nr) && !errors.As(err, &tl) {
 		return nil, fmt.Errorf("cycle state %s: %w (check the state directory's permissions)", path, err)
 	}
 	var st State
-	if err := json.Unmarshal(data, &st); err != nil || st.Version != stateVersion {
-		aside := path + ".corrupt"
-		_ = os.Rename(path, aside)
-		if err == nil {
+	if err == nil {
+		err = json.Unmarshal(data, &st)
+		if err == nil && st.Version != stateVersion {
 			err = fmt.Errorf("unknown version %d", st.Version)
 		}
-		return &State{Version: stateVersion}, fmt.Errorf("cycle state %s unreadable (%v); moved to %s and starting without an open cycle", path, err, aside)
+	}
+	if err != nil {
+		aside := path + ".corrupt"
+		if rerr := os.Rename(path, aside); rerr != nil {
+			// The next write replaces it; say so rather than refuse to start.
+			return &State{Version: stateVersion}, fmt.Errorf("cycle state %s unreadable (%w) and not moved aside (%v); starting without an open cycle, the next write replaces it", path, err, rerr)
+		}
+		return &State{Version: stateVersion}, fmt.Errorf("cycle state %s unreadable (%w); moved to %s and starting without an open cycle", path, err, aside)
+	}
+	if err := replayProgress(filepath.Join(filepath.Dir(path), ProgressFileName), &st); err != nil {
+		// Without the journal the steps since the phase's start run again:
+		// better than not starting.
+		return &st, err
 	}
 	return &st, nil
 }

@@ -39,7 +39,7 @@ const (
 // for hybrid and activation-registered nodes. Other folders of the agent's
 // data directory (ipc/, runtimeconfig/, …) change often and are not watched
 // unless they hold a document/state folder.
-var instanceDirName = regexp.MustCompile(`^m?i-[0-9A-Za-z]+$`)
+var instanceDirName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^m?i-[0-9A-Za-z]+$`) })
 
 var watchedFolders = []Folder{Pending, Current, Corrupt}
 
@@ -57,6 +57,15 @@ func WithClock(c clockwork.Clock) Option { return func(w *Watcher) { w.clock = c
 // WithStarted sets a function called once Run has set its watches and
 // reported the files already there: from then on no change is missed.
 func WithStarted(f func()) Option { return func(w *Watcher) { w.started = f } }
+
+// WithFirstScan sets a function called once, from Run's goroutine, after
+// the first scan and before any later event, with the documents the watcher
+// holds present in pending/ and current/ (paths), a file it could not parse
+// yet included: each of them gets an event when it leaves. A document that
+// left before that scan is not in the list and gets no event.
+func WithFirstScan(f func(present []string)) Option {
+	return func(w *Watcher) { w.firstScan = f }
+}
 
 // WithRetry sets the retry schedule for files that do not parse: attempts
 // retries, the first after first, doubling up to ceiling.
@@ -80,6 +89,10 @@ type Watcher struct {
 	retryAttempts        int
 	retryFirst, retryMax time.Duration
 	started              func()
+	firstScan            func(present []string)
+	// asks carries questions about the documents to Run's goroutine, which
+	// alone knows them.
+	asks chan ask
 
 	seen        *prometheus.CounterVec
 	parseErrors prometheus.Counter
@@ -108,9 +121,13 @@ type loopState struct {
 type known struct {
 	instance, docID string
 	folder          Folder
-	key             string // statusKey of the last good parse
-	stamp           fileStamp
-	ev              CommandEvent
+	// unparsed: the file is there but has not parsed yet (caught half
+	// written, or unreadable). It is held present so that its leaving is
+	// reported, with the last status known to the consumer.
+	unparsed bool
+	key      string // statusKey of the last good parse
+	stamp    fileStamp
+	ev       CommandEvent
 	// file is the state file as last read, held open (unix) so that its
 	// final content can be read after the agent deletes it.
 	file *os.File
@@ -191,6 +208,7 @@ func NewWatcher(root string, extraPatterns []string, logger *slog.Logger, reg pr
 		retryFirst:    defaultRetryFirst,
 		retryMax:      defaultRetryMax,
 		patterns:      slices.Clone(extraPatterns),
+		asks:          make(chan ask),
 		seen: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "patchd_agent_commands_seen_total",
 			Help: "Documents seen in amazon-ssm-agent's state folders, by the folder they were seen in.",
@@ -251,6 +269,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer l.close()
 	w.ensureWatches(l)
 	w.rescan(l)
+	if w.firstScan != nil {
+		w.firstScan(l.present(""))
+	}
 	if w.started != nil {
 		w.started()
 	}
@@ -276,8 +297,51 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case <-timerC:
 			l.timer, l.due = nil, time.Time{}
 			w.runRetries(l)
+		case a := <-w.asks:
+			// A fresh look first: what changed since the last notification
+			// is reported before the answer, so the asker and the event
+			// consumers never disagree.
+			w.rescan(l)
+			a.reply <- l.present(a.folder)
 		}
 	}
+}
+
+type ask struct {
+	folder Folder
+	reply  chan []string
+}
+
+// Documents returns the state files the watcher holds present in folder f
+// (pending/ or current/; "" for both), after looking at the folders again.
+// It is the one answer to "which documents does the agent have": the cycle
+// and the keeper ask it instead of listing the folders themselves. It fails
+// when Run does not answer before ctx ends (not running yet, or stopped).
+func (w *Watcher) Documents(ctx context.Context, f Folder) ([]string, error) {
+	a := ask{folder: f, reply: make(chan []string, 1)}
+	select {
+	case w.asks <- a:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("the command watcher did not answer: %w", ctx.Err())
+	}
+	select {
+	case p := <-a.reply:
+		return p, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("the command watcher did not answer: %w", ctx.Err())
+	}
+}
+
+// present lists the paths of the documents held in folder f ("" for all).
+func (l *loopState) present(f Folder) []string {
+	out := []string{}
+	for _, d := range l.docs {
+		if f == "" || d.folder == f {
+			out = append(out, d.ev.Path)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // onError handles an error from inotify. Any error may mean lost
@@ -351,7 +415,7 @@ func (w *Watcher) handle(l *loopState, ev fsnotify.Event) {
 func (w *Watcher) structural(l *loopState, path string, parts []string) bool {
 	switch len(parts) {
 	case 1:
-		return instanceDirName.MatchString(parts[0]) || l.watches[path] || isDir(filepath.Join(path, "document", "state"))
+		return instanceDirName().MatchString(parts[0]) || l.watches[path] || isDir(filepath.Join(path, "document", "state"))
 	case 2:
 		return parts[1] == "document"
 	case 3:
@@ -403,7 +467,7 @@ func (w *Watcher) ensureWatchesOnce(l *loopState) bool {
 			id := e.Name()
 			inst := filepath.Join(w.root, id)
 			state := filepath.Join(inst, "document", "state")
-			if !e.IsDir() || (!instanceDirName.MatchString(id) && !isDir(state)) {
+			if !e.IsDir() || (!instanceDirName().MatchString(id) && !isDir(state)) {
 				continue
 			}
 			desired[inst] = true
@@ -539,6 +603,12 @@ func (w *Watcher) sync(l *loopState, instance, docID string, cause syncCause) {
 		}
 		if err != nil {
 			w.parseFailed(l, k, instance, docID, path, err, cause == byRetry)
+			if prev == nil {
+				// Held present from now on: were it deleted before it
+				// parses, its leaving must still be reported.
+				l.docs[k] = &known{instance: instance, docID: docID, folder: folder, unparsed: true,
+					ev: CommandEvent{Time: w.clock.Now(), InstanceID: instance, Folder: folder, Path: path, DocumentID: docID}}
+			}
 			return
 		}
 		delete(l.retries, k)
@@ -558,7 +628,7 @@ func (w *Watcher) sync(l *loopState, instance, docID string, cause syncCause) {
 		}
 		l.docs[k] = &known{instance: instance, docID: docID, folder: folder, key: key, stamp: st, ev: ev, file: f}
 		switch {
-		case prev == nil || prev.folder != folder:
+		case prev == nil || prev.folder != folder || prev.unparsed:
 			ev.Kind = Seen
 			w.seen.WithLabelValues(string(folder)).Inc()
 			w.logSeen(ev)
@@ -638,6 +708,8 @@ func (w *Watcher) gone(l *loopState, k string, prev *known, instance, docID stri
 		ev.Folder = Corrupt
 		ev.Path = corrupt
 		w.logger.Warn("amazon-ssm-agent moved a document to corrupt/", "document_id", docID, "document", ev.DocumentName, "path", corrupt)
+	} else if prev.unparsed {
+		w.logger.Info("agent document left before its state file could be read", "document_id", docID, "from", prev.folder)
 	} else {
 		w.logger.Debug("agent document gone", "document_id", docID, "document", ev.DocumentName, "from", prev.folder)
 	}

@@ -70,6 +70,11 @@ func (s *imdsServer) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "", http.StatusUnauthorized)
 		return
 	}
+	if r.URL.Path == "/latest/dynamic/instance-identity/document" {
+		// Where the SDK reads the region from.
+		fmt.Fprintf(w, `{"accountId":"123456789012","instanceId":%q,"region":"eu-west-1","availabilityZone":"eu-west-1a"}`, instanceID)
+		return
+	}
 	const md = "/latest/meta-data/"
 	switch p := strings.TrimPrefix(r.URL.Path, md); {
 	case p == "instance-id":
@@ -83,7 +88,7 @@ func (s *imdsServer) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, role)
 	case p == "iam/security-credentials/"+role:
 		now := time.Now().UTC()
-		fmt.Fprintf(w, `{"Code":"Success","LastUpdated":"%s","Type":"AWS-HMAC","AccessKeyId":"ASIADEMO","SecretAccessKey":"demo","Token":"demo","Expiration":"%s"}`,
+		fmt.Fprintf(w, `{"Code":"Success","LastUpdated":"%s","Type":"AWS-HMAC","AccessKeyId":"ASIADEMODEMODEMO0001","SecretAccessKey":"demo","Token":"demo","Expiration":"%s"}`,
 			now.Format(time.RFC3339), now.Add(6*time.Hour).Format(time.RFC3339))
 	default:
 		http.NotFound(w, r)

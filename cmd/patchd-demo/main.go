@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/patchd/patchd/agent/compliance/ssmtest"
+	"github.com/patchd/patchd/agent/inventory"
 	"github.com/patchd/patchd/agent/ssm/ssmsim"
 )
 
@@ -76,6 +78,7 @@ type host struct {
 	root, config, hooks, state, agentData, agentLogs, socket string
 	metrics                                                  string // host:port of /metrics
 	imds                                                     string // IMDS URL
+	ssm                                                      string // the local SSM endpoint's URL
 	restarts                                                 string // file the restart command appends to
 }
 
@@ -118,6 +121,12 @@ func run(ctx context.Context, bin string, keep bool) error {
 	}
 	defer imds.Close()
 	h.imds = imds.URL
+	// Systems Manager itself, as a local endpoint that checks every
+	// request against the API's rules; the SDK signs with the role's
+	// credentials from the IMDS above.
+	ssmSrv := ssmtest.New()
+	defer ssmSrv.Close()
+	h.ssm = ssmSrv.URL
 	if h.metrics, err = freeAddr(); err != nil {
 		return err
 	}
@@ -130,7 +139,7 @@ func run(ctx context.Context, bin string, keep bool) error {
 	}
 	_ = agent.Log.Line("INFO", "[amazon-ssm-agent]", "amazon-ssm-agent - v"+agentVersion)
 
-	fmt.Printf("A simulated EC2 host in %s: amazon-ssm-agent (simulated), IMDSv2 at %s, hooks in hooks.d/.\n", root, h.imds)
+	fmt.Printf("A simulated EC2 host in %s: amazon-ssm-agent (simulated), IMDSv2 at %s, Systems Manager at %s, hooks in hooks.d/.\n", root, h.imds, h.ssm)
 	p, err := startPatchd(ctx, bin, h)
 	if err != nil {
 		return err
@@ -202,6 +211,9 @@ func run(ctx context.Context, bin string, keep bool) error {
 	if _, err := p.wait(ctx, "patch cycle closed", nil); err != nil {
 		return err
 	}
+	if _, err := p.wait(ctx, "compliance report delivered", nil); err != nil {
+		return err
+	}
 
 	scene("3. The instance's IAM role changes: patchd restarts amazon-ssm-agent")
 	imds.SetRole("demo-role-b")
@@ -226,6 +238,12 @@ func run(ctx context.Context, bin string, keep bool) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.title, err)
 		}
+	}
+	scene("What Systems Manager received: PutComplianceItems, type Custom:patchd")
+	printCompliance(ssmSrv)
+	scene("The custom inventory the agent uploads: " + filepath.Join("amazon-ssm", instanceID, "inventory", "custom", inventory.CyclesFile))
+	if err := printInventory(filepath.Join(h.agentData, instanceID, "inventory", "custom")); err != nil {
+		return err
 	}
 	scene("An excerpt of /metrics (" + metrics + ")")
 	if err := printMetrics(ctx, metrics); err != nil {
@@ -279,7 +297,10 @@ agent:
     echo "$(date '+%%Y-%%m-%%d %%H:%%M:%%S.0000') INFO [amazon-ssm-agent] amazon-ssm-agent - v%s" >> %s
 host_state:
   interval: 1h
-`, h.metrics, h.imds, h.restarts, agentVersion, filepath.Join(h.agentLogs, ssmsim.AgentLogName))
+ssm:
+  report: "on"
+  endpoint: %q
+`, h.metrics, h.imds, h.restarts, agentVersion, filepath.Join(h.agentLogs, ssmsim.AgentLogName), h.ssm)
 	if err := os.WriteFile(h.config, []byte(config), 0o644); err != nil {
 		return err
 	}
@@ -330,7 +351,62 @@ var shown = []string{
 	"phase starting", "phase done", "the agent asked for a reboot", "the agent log says a reboot was requested",
 	"resuming patch cycle", "patch command ended",
 	"patch cycle closed", "instance role changed", "restart of amazon-ssm-agent requested",
-	"amazon-ssm-agent restarted and active",
+	"amazon-ssm-agent restarted and active", "compliance report delivered",
+}
+
+// printCompliance shows the items of the last accepted report.
+func printCompliance(srv *ssmtest.Server) {
+	acc := srv.Accepted()
+	if bad := srv.Invalid(); len(bad) > 0 {
+		fmt.Printf("   refused as invalid: %v\n", bad)
+	}
+	if len(acc) == 0 {
+		fmt.Println("   (nothing)")
+		return
+	}
+	r := acc[len(acc)-1]
+	fmt.Printf("   resource %s (%s), execution %s %s at %s, signed with %s for %s\n", r.ResourceId, r.ResourceType,
+		r.ExecutionSummary.ExecutionType, r.ExecutionSummary.ExecutionId,
+		time.Unix(int64(r.ExecutionSummary.ExecutionTime), 0).UTC().Format(time.RFC3339), r.AccessKey, r.Region)
+	fmt.Printf("   %-24s %-14s %-9s %s\n", "ID", "STATUS", "SEVERITY", "DETAILS")
+	for _, it := range r.Items {
+		keys := make([]string, 0, len(it.Details))
+		for k := range it.Details {
+			if it.Details[k] != "" && k != "CycleId" {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		var det []string
+		for _, k := range keys {
+			det = append(det, k+"="+it.Details[k])
+		}
+		fmt.Printf("   %-24s %-14s %-9s %s\n", it.Id, it.Status, it.Severity, strings.Join(det, " "))
+	}
+}
+
+// printInventory shows the cycles file as the agent reads it.
+func printInventory(dir string) error {
+	data, err := os.ReadFile(filepath.Join(dir, inventory.CyclesFile))
+	if err != nil {
+		return err
+	}
+	var f inventory.File
+	if err := json.Unmarshal(data, &f); err != nil {
+		return err
+	}
+	out, _ := json.MarshalIndent(f, "", "  ")
+	fmt.Print(indent(string(out)))
+	pk, err := os.ReadFile(filepath.Join(dir, inventory.PackagesFile))
+	if err != nil {
+		return err
+	}
+	var p inventory.File
+	if err := json.Unmarshal(pk, &p); err != nil {
+		return err
+	}
+	fmt.Printf("   (and %s: %d package changes)\n", inventory.PackagesFile, len(p.Content))
+	return nil
 }
 
 // proc is one run of `patchd run`, its log read line by line.
@@ -528,7 +604,7 @@ func printMetrics(ctx context.Context, url string) error {
 	}
 	prefixes := []string{"patchd_cycles_total", "patchd_cycle_active", "patchd_hook_runs_total",
 		"patchd_last_cycle_success", "patchd_agent_restarts_total", "patchd_role_info", "patchd_role_changes_total",
-		"patchd_agent_up", "patchd_commands_seen_total"}
+		"patchd_agent_up", "patchd_commands_seen_total", "patchd_ssm_report_last_success_timestamp_seconds"}
 	for _, l := range strings.Split(body, "\n") {
 		if strings.HasPrefix(l, "#") {
 			continue

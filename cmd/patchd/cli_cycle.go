@@ -19,15 +19,12 @@ import (
 	"github.com/patchd/patchd/agent/control"
 	"github.com/patchd/patchd/agent/cycle"
 	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/uploads"
 )
-
-// exitUnreachable is the gate's exit code when the daemon cannot answer, so
-// that a patch document can tell "a hook said no" (1) from "no patchd" (3).
-const exitUnreachable = 3
 
 // addCycleCommands registers gate, status and history.
 func addCycleCommands(app *kingpin.Application, flags *config.Flags, add func(string, command)) {
-	gate := app.Command("gate", "Run a cycle phase from a patch document's step and wait for it (exit 0: hooks succeeded, 1: a hook failed, 3: patchd unreachable).")
+	gate := app.Command("gate", "Run a cycle phase from a patch document's step and wait for it (exit 0: hooks succeeded, 1: a hook failed, 2: bad command line or configuration, 3: patchd not running or stopping, 4: patchd refused the request, 5: --timeout reached).")
 	var (
 		docID   string
 		wait    bool
@@ -75,7 +72,7 @@ func firstEnv(names ...string) string {
 }
 
 // documentWorkerID walks up the process tree to the agent's
-// `ssm-document-worker <DocumentID>` (SSM-AGENT-FACTS.md "Service and
+// `ssm-document-worker <DocumentID>` (docs/agent-formats.md, "Service and
 // processes"), which runs every step of a document.
 func documentWorkerID(pid int) string {
 	for range 32 {
@@ -117,15 +114,19 @@ func documentWorkerID(pid int) string {
 func runGate(flags *config.Flags, req cycle.GateRequest, timeout time.Duration, stdout, stderr io.Writer) int {
 	cfg, err := flags.Resolve()
 	if err != nil {
-		fmt.Fprintf(stderr, "patchd: invalid configuration:\n%v\n", err)
-		return exitUnreachable
+		return badConfig(stderr, "gate "+req.Phase, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var rep cycle.GateReply
 	if err := control.NewClient(cfg.Control.Socket, timeout).Do(ctx, "POST", "/v1/gate", req, &rep); err != nil {
-		fmt.Fprintf(stderr, "patchd gate %s: %v\n", req.Phase, err)
-		return exitUnreachable
+		code := daemonError(ctx, err)
+		if code == exitTimeout {
+			fmt.Fprintf(stderr, "patchd gate %s: no answer within --timeout %s; the phase goes on in patchd (see patchd status)\n", req.Phase, timeout)
+		} else {
+			fmt.Fprintf(stderr, "patchd gate %s: %v\n", req.Phase, err)
+		}
+		return code
 	}
 	for _, h := range rep.Hooks {
 		fmt.Fprintf(stdout, "%s/%s: %s (exit %d, attempt %d)\n", h.Phase, h.Name, h.Outcome, h.ExitCode, h.Attempt)
@@ -134,7 +135,11 @@ func runGate(flags *config.Flags, req cycle.GateRequest, timeout time.Duration, 
 		fmt.Fprintf(stdout, "%s\n", rep.Message)
 	}
 	if !rep.OK {
-		fmt.Fprintf(stderr, "patchd gate %s: cycle %s: the phase failed; do not patch until it is fixed (see journalctl -u patchd)\n", req.Phase, rep.CycleID)
+		if req.Phase == cycle.PhasePostPatch {
+			fmt.Fprintf(stderr, "patchd gate %s: cycle %s: a post-patch hook failed: this host is not back to normal (see patchd status, journalctl -u patchd)\n", req.Phase, rep.CycleID)
+		} else {
+			fmt.Fprintf(stderr, "patchd gate %s: cycle %s: the phase failed; do not patch until it is fixed (see journalctl -u patchd)\n", req.Phase, rep.CycleID)
+		}
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "cycle %s: %s done\n", rep.CycleID, req.Phase)
@@ -144,8 +149,7 @@ func runGate(flags *config.Flags, req cycle.GateRequest, timeout time.Duration, 
 func runStatus(flags *config.Flags, output string, stdout, stderr io.Writer) int {
 	cfg, err := flags.Resolve()
 	if err != nil {
-		fmt.Fprintf(stderr, "patchd: invalid configuration:\n%v\n", err)
-		return exitFailure
+		return badConfig(stderr, "status", err)
 	}
 	var st statusReply
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -154,7 +158,7 @@ func runStatus(flags *config.Flags, output string, stdout, stderr io.Writer) int
 	if err != nil {
 		if !errors.Is(err, control.ErrUnreachable) {
 			fmt.Fprintf(stderr, "patchd status: %v\n", err)
-			return exitFailure
+			return daemonError(ctx, err)
 		}
 		// The daemon is down: what it last wrote is still the truth about
 		// the cycle, and it resumes from exactly that.
@@ -211,15 +215,50 @@ func printStatus(w io.Writer, st statusReply) {
 	if l := st.Last; l != nil {
 		fmt.Fprintf(w, "Last cycle %s: %s, trigger %s, document %s %s, closed %s, rebooted %v\n", l.CycleID, l.Result, l.Trigger,
 			l.DocumentID, l.DocumentName, l.Closed.Local().Format(time.RFC3339), l.Rebooted)
+		if l.ResultReason != "" {
+			fmt.Fprintf(w, "  result %s: %s\n", l.Result, l.ResultReason)
+		}
 	}
 	fmt.Fprintf(w, "Watched agent folders: %s\n", strings.Join(st.Watched, ", "))
+	printSSMReports(w, st.SSMReports)
+}
+
+// printSSMReports says when each kind last reached Systems Manager and,
+// when its last try failed, why.
+func printSSMReports(w io.Writer, rs []uploads.Status) {
+	if len(rs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Systems Manager:")
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.Local().Format(time.RFC3339)
+	}
+	for _, r := range rs {
+		verb := "sent"
+		if r.Kind == uploads.KindInventory {
+			verb = "written"
+		}
+		line := fmt.Sprintf("  %-11s  last %s %s", r.Kind, verb, when(r.LastSuccess))
+		switch {
+		case r.Off != "":
+			line = fmt.Sprintf("  %-11s  off (%s)", r.Kind, r.Off)
+		case r.Kind == uploads.KindCompliance && r.Pending > 0:
+			line += fmt.Sprintf("; %d waiting", r.Pending)
+		}
+		if r.Reason != "" && r.Off == "" {
+			line += fmt.Sprintf("; failed %s (%s): %s", when(r.LastFailure), r.Reason, r.Error)
+		}
+		fmt.Fprintln(w, line)
+	}
 }
 
 func runHistory(flags *config.Flags, n int, output string, stdout, stderr io.Writer) int {
 	cfg, err := flags.Resolve()
 	if err != nil {
-		fmt.Fprintf(stderr, "patchd: invalid configuration:\n%v\n", err)
-		return exitFailure
+		return badConfig(stderr, "history", err)
 	}
 	path := filepath.Join(cfg.Paths.State, ledger.FileName)
 	entries, bad, err := ledger.Read(path, n)
@@ -254,6 +293,12 @@ func runHistory(flags *config.Flags, n int, output string, stdout, stderr io.Wri
 			orDash(e.DocumentName), orDash(e.CommandID), e.Rebooted, len(e.Packages.Installed), len(e.Packages.Upgraded), len(e.Packages.Removed), failed)
 	}
 	tw.Flush()
+	// Why a result is unknown does not fit a column: one line per cycle.
+	for _, e := range entries {
+		if e.ResultReason != "" {
+			fmt.Fprintf(stdout, "%s %s: %s\n", e.Closed.Local().Format(time.RFC3339), e.Result, e.ResultReason)
+		}
+	}
 	return exitOK
 }
 

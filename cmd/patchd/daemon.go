@@ -73,6 +73,7 @@ type daemon struct {
 	hostState *hostStatePart
 	agentLog  *agentLogPart
 	commands  *commandsPart
+	fleet     *fleetPart
 }
 
 func (d *daemon) config() config.Config { return *d.cfg.Load() }
@@ -102,8 +103,7 @@ func addRunCommand(app *kingpin.Application, flags *config.Flags, add func(strin
 	add("run", func() int {
 		cfg, err := flags.Resolve()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "patchd: invalid configuration:\n%v\n", err)
-			return exitFailure
+			return badConfig(os.Stderr, "run", err)
 		}
 		logger, level := newLogger(cfg)
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -158,6 +158,7 @@ func runDaemon(ctx context.Context, flags *config.Flags, cfg config.Config, logg
 		fn   func() error
 	}{
 		{"hooks", d.setupHooks},
+		{"fleet", d.setupFleet},
 		{"cycle", d.setupCycle},
 		{"keeper", d.setupKeeper},
 		{"host-state", d.setupHostState},

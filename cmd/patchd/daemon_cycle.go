@@ -10,10 +10,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/patchd/patchd/agent/atomicfile"
 	"github.com/patchd/patchd/agent/config"
 	"github.com/patchd/patchd/agent/control"
 	"github.com/patchd/patchd/agent/cycle"
 	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/uploads"
 	"github.com/patchd/patchd/hooks"
 )
 
@@ -44,6 +48,7 @@ func (h hookRunner) RunHook(ctx context.Context, hk hooks.Hook, env hooks.Env) h
 	return h.runner.RunHook(ctx, hk, env)
 }
 func (h hookRunner) RecordPhase(p hooks.Phase, rs []hooks.Result) { h.runner.RecordPhase(p, rs) }
+func (h hookRunner) HookTimeout(p hooks.Phase) time.Duration      { return h.runner.HookTimeout(p) }
 
 func cycleSettings(c config.Config) cycle.Settings {
 	return cycle.Settings{
@@ -72,6 +77,9 @@ func (d *daemon) setupCycle() error {
 		// seconds before a package changes.
 		SnapshotDelay: 200 * time.Millisecond,
 	}
+	if d.fleet != nil {
+		opts.OnClosed = d.fleet.cycleClosed
+	}
 	if s := ledger.Detect(); s != nil {
 		opts.Packages = s
 	}
@@ -87,6 +95,12 @@ func (d *daemon) setupCycle() error {
 	if err != nil {
 		return err
 	}
+	// Every state file (cycle, ledger, offsets, keeper, role, host state)
+	// is written through atomicfile, which counts the failures.
+	d.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "patchd_state_write_errors_total",
+		Help: "Writes of patchd's state files that failed (read-only or full state directory); state not saved is lost at a crash.",
+	}, func() float64 { return float64(atomicfile.Failures()) }))
 	d.cycle = &cyclePart{engine: e}
 	d.cmdSubs = append(d.cmdSubs, e.Command)
 	d.logSubs = append(d.logSubs, e.Log)
@@ -100,17 +114,27 @@ func (d *daemon) setupCycle() error {
 		if d.commands != nil && d.commands.watcher != nil {
 			watched = d.commands.watcher.Watched()
 		}
-		control.WriteJSON(w, http.StatusOK, statusReply{Status: e.Status(), Watched: watched})
+		rep := statusReply{Status: e.Status(), Watched: watched}
+		if d.fleet != nil {
+			rep.SSMReports = d.fleet.uploads.Snapshot()
+		}
+		control.WriteJSON(w, http.StatusOK, rep)
 	})
 	d.control.Mux.HandleFunc("POST /v1/gate", func(w http.ResponseWriter, r *http.Request) {
 		var req cycle.GateRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
-			control.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "bad gate request: " + err.Error()})
+			control.WriteError(w, http.StatusBadRequest, "bad gate request: "+err.Error())
 			return
 		}
 		rep := e.Gate(r.Context(), req)
 		if rep.Error != "" {
-			control.WriteJSON(w, http.StatusConflict, map[string]string{"error": rep.Error})
+			// The gate's exit code follows the status: 503 is "try again
+			// once patchd is back", 409 a request that cannot be served.
+			status := http.StatusConflict
+			if rep.Unavailable {
+				status = http.StatusServiceUnavailable
+			}
+			control.WriteError(w, status, rep.Error)
 			return
 		}
 		control.WriteJSON(w, http.StatusOK, rep)
@@ -125,6 +149,9 @@ type statusReply struct {
 	Watched []string `json:"watched"`
 	// FromFile is set by the CLI when the daemon was not reachable.
 	FromFile string `json:"from_file,omitempty"`
+	// SSMReports are the last deliveries to Systems Manager, by kind
+	// (docs/fleet-ssm.md); known only to a running daemon.
+	SSMReports []uploads.Status `json:"ssm_reports,omitempty"`
 }
 
 // watchedFolders lists <agent-data>/<instance-id> folders that have a

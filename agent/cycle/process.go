@@ -1,0 +1,151 @@
+package cycle
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/patchd/patchd/hooks"
+)
+
+// HookProcess identifies a hook's running process group, recorded when the
+// hook starts. Outside systemd nothing kills a hook's group when patchd is
+// SIGKILLed: after the restart the orphaned run may still be going, and
+// starting the hook again beside it would run it twice at once.
+type HookProcess struct {
+	// Pgid is the group's id, its leader's pid.
+	Pgid int `json:"pgid"`
+	// Start is the leader's start time in clock ticks after boot
+	// (/proc/<pid>/stat field 22), so that a pid reused by another process
+	// is not taken for the hook; 0 if it could not be read.
+	Start uint64 `json:"start,omitempty"`
+	// Boot is the boot id then: after a reboot the group is gone.
+	Boot string `json:"boot,omitempty"`
+}
+
+// procRoot is /proc; tests do not change it, it names what is read.
+const procRoot = "/proc"
+
+// procStat returns a process's group, start time and whether it is a
+// zombie, from /proc/<pid>/stat.
+func procStat(pid int) (pgrp int, start uint64, zombie bool, ok bool) {
+	data, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, 0, false, false
+	}
+	// The command name is in parentheses and may contain anything: the
+	// fields are counted from the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, 0, false, false
+	}
+	f := bytes.Fields(data[i+1:])
+	// f[0] is field 3 (state), f[2] field 5 (pgrp), f[19] field 22.
+	if len(f) < 20 {
+		return 0, 0, false, false
+	}
+	pgrp, err1 := strconv.Atoi(string(f[2]))
+	start, err2 := strconv.ParseUint(string(f[19]), 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false, false
+	}
+	return pgrp, start, string(f[0]) == "Z", true
+}
+
+// processOf identifies the group a hook just started as.
+func processOf(pgid int, boot string) *HookProcess {
+	p := &HookProcess{Pgid: pgid, Boot: boot}
+	if _, start, _, ok := procStat(pgid); ok {
+		p.Start = start
+	}
+	return p
+}
+
+// alive reports whether a process of the recorded group still runs. A live
+// process with the leader's pid but another start time means the pid was
+// reused, which the kernel does only once the old group is empty. Zombies
+// do not count: an init that does not reap must not make patchd wait.
+func (p *HookProcess) alive(bootID string) bool {
+	if p == nil || p.Pgid <= 1 || (p.Boot != "" && bootID != "" && p.Boot != bootID) {
+		return false
+	}
+	if _, start, zombie, ok := procStat(p.Pgid); ok && !zombie && p.Start != 0 && start != p.Start {
+		return false
+	}
+	ents, err := os.ReadDir(procRoot)
+	if err != nil {
+		// Cannot look: ask the kernel whether the group has any process.
+		return syscall.Kill(-p.Pgid, 0) != syscall.ESRCH
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pgrp, _, zombie, ok := procStat(pid); ok && pgrp == p.Pgid && !zombie {
+			return true
+		}
+	}
+	return false
+}
+
+// orphanPoll is how often a waited-for orphaned group is looked at.
+const orphanPoll = 100 * time.Millisecond
+
+// hookTimeouts is the hooks runner's timeout per phase; without it the
+// default applies.
+type hookTimeouts interface {
+	HookTimeout(p hooks.Phase) time.Duration
+}
+
+// awaitEarlierRun makes sure the run of hs that patchd was killed during
+// is over before the hook starts again: it waits for the recorded process
+// group to end until the hook's timeout from that run's start, then sends
+// the group SIGTERM and, after hooks.DefaultKillGrace, SIGKILL, as the
+// killed patchd would have. False means ctx ended first.
+func (e *Engine) awaitEarlierRun(ctx context.Context, hs *HookState, phase hooks.Phase) bool {
+	p := hs.Process
+	boot := e.o.BootID()
+	if !p.alive(boot) {
+		return true
+	}
+	timeout := hooks.DefaultTimeout
+	if r, ok := e.o.Runner.(hookTimeouts); ok {
+		timeout = r.HookTimeout(phase)
+	}
+	deadline := hs.Start.Add(timeout)
+	e.log.Warn("the hook's run that patchd was killed during is still going; waiting for it to end before running the hook again",
+		"phase", hs.Phase, "hook", hs.Name, "pgid", p.Pgid, "attempt", hs.Attempt, "until", deadline)
+	tick := time.NewTicker(orphanPoll)
+	defer tick.Stop()
+	var termAt, killAt time.Time
+	for p.alive(boot) {
+		now := e.clock.Now()
+		switch {
+		case termAt.IsZero() && !now.Before(deadline):
+			e.log.Warn("the hook's earlier run outlived its timeout: SIGTERM to its process group", "phase", hs.Phase, "hook", hs.Name, "pgid", p.Pgid)
+			_ = syscall.Kill(-p.Pgid, syscall.SIGTERM)
+			termAt = now
+		case !termAt.IsZero() && killAt.IsZero() && now.Sub(termAt) >= hooks.DefaultKillGrace:
+			e.log.Warn("the hook's earlier run is still there after the grace period: SIGKILL to its process group", "phase", hs.Phase, "hook", hs.Name, "pgid", p.Pgid)
+			_ = syscall.Kill(-p.Pgid, syscall.SIGKILL)
+			killAt = now
+		case !killAt.IsZero() && now.Sub(killAt) >= hooks.DefaultKillGrace:
+			// Stuck in the kernel (uninterruptible sleep): waiting longer
+			// would hold the cycle for good.
+			e.log.Error("the hook's earlier run survives SIGKILL; running the hook again beside it", "phase", hs.Phase, "hook", hs.Name, "pgid", p.Pgid)
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	e.log.Info("the hook's earlier run has ended", "phase", hs.Phase, "hook", hs.Name, "pgid", p.Pgid)
+	return true
+}
