@@ -37,7 +37,9 @@ func addCheckCommand(app *kingpin.Application, flags *config.Flags, add func(str
 		for _, msg := range checkHooksDir(cfg) {
 			report(msg)
 		}
+		// The web configuration is configuration too: a bad one is 2.
 		if err := validateWebConfig(cfg.Web.ConfigFile); err != nil {
+			badConfig = true
 			report(err.Error())
 		}
 		if problems > 0 {

@@ -126,8 +126,8 @@ func TestCheckUsesPathHooksWithInvalidConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut := runPatchdWithin(t, 60*time.Second, append([]string{"check"}, tr.flags()...)...)
-	if code != exitFailure {
-		t.Fatalf("check: code %d, want %d\n%s", code, exitFailure, errOut)
+	if code != exitUsage {
+		t.Fatalf("check: code %d, want %d (a bad configuration)\n%s", code, exitUsage, errOut)
 	}
 	for _, want := range []string{tr.Config + ":", "log.level", "hook " + bad + " refused"} {
 		if !strings.Contains(errOut, want) {
@@ -182,7 +182,7 @@ func TestCheckRejectsInvalidWebConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		code, _, errOut := runPatchdWithin(t, 60*time.Second, append([]string{"check", "--web.config.file=" + webConfig}, tr.flags()...)...)
-		if code != exitFailure || !strings.Contains(errOut, webConfig) {
+		if code != exitUsage || !strings.Contains(errOut, webConfig) {
 			t.Errorf("check with web config %q: code %d, stderr %q; want a failure naming the file", body, code, errOut)
 		}
 	}
