@@ -3,6 +3,7 @@ package cycle
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,9 @@ type fakeRunner struct {
 	fail  map[string]int // phase/name -> fail this many first runs
 	// block, when set, holds runs of the named hook until ctx is done.
 	block string
+	// trap, when set, names a hook that runs until the stop and then exits
+	// 143 on its own (it traps SIGTERM).
+	trap  string
 	runs  []run
 	start chan string // receives phase/name at each run start, if set
 }
@@ -66,7 +70,14 @@ func (f *fakeRunner) RunHook(ctx context.Context, h hooks.Hook, env hooks.Env) h
 	}
 	if block {
 		<-ctx.Done()
-		return hooks.Result{Phase: h.Phase, Name: h.Name, Outcome: hooks.Failed, ExitCode: -1}
+		// As the real runner: the stop's signal ended it.
+		return hooks.Result{Phase: h.Phase, Name: h.Name, Outcome: hooks.Failed, ExitCode: -1, Interrupted: true}
+	}
+	if f.trap == key {
+		// It runs until the stop's SIGTERM, traps it and exits non-zero
+		// on its own: it finished, with that failure.
+		<-ctx.Done()
+		return hooks.Result{Phase: h.Phase, Name: h.Name, Outcome: hooks.Failed, ExitCode: 143}
 	}
 	if fails {
 		return hooks.Result{Phase: h.Phase, Name: h.Name, Outcome: hooks.Failed, ExitCode: 3}
@@ -785,5 +796,61 @@ func TestResultFromAgentLog(t *testing.T) {
 	// A line about another document changes nothing.
 	if _, id, ok := cleanupStatus(agentlog.Event{Message: "orchestration cleanup started for the command with status Success - deleting orchestration directory: /x/orchestration/other/"}); !ok || id != "other" {
 		t.Errorf("cleanup line parsed to %q, %v", id, ok)
+	}
+}
+
+// One phase policy (hooks.RunHooks) for the CLI and the daemon: after a
+// pre-patch failure the rest are reported not_run, as `patchd hooks run`
+// reports them, in the ledger and the gate's answer.
+func TestPrePatchFailureReportsRestNotRun(t *testing.T) {
+	r := &fakeRunner{hooks: map[hooks.Phase][]string{hooks.PrePatch: {"10-a", "20-b", "30-c"}, hooks.PostPatch: {"10-p"}},
+		fail: map[string]int{"pre-patch/10-a": 1}}
+	h := newHarness(t, r)
+	h.present("c11", true)
+	h.send(install("c11", "seen", "InProgress"))
+	h.present("c11", false)
+	h.send(install("c11", "gone", "Success"))
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "pre-patch/20-b": 0, "pre-patch/30-c": 0, "post-patch/10-p": 1})
+	entries, _, err := ledger.Read(filepath.Join(h.dir, ledger.FileName), 0)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("ledger: %v %v", entries, err)
+	}
+	got := map[string]string{}
+	for _, hr := range entries[0].Hooks {
+		got[hr.Phase+"/"+hr.Name] = hr.Outcome
+	}
+	want := map[string]string{"pre-patch/10-a": "failed", "pre-patch/20-b": "not_run", "pre-patch/30-c": "not_run", "post-patch/10-p": "success"}
+	if !maps.Equal(got, want) {
+		t.Errorf("ledger hooks %v, want %v", got, want)
+	}
+}
+
+// A hook that traps the stop's SIGTERM and exits non-zero has finished
+// (the runner says so: not Interrupted): it is not run again after the
+// restart, and its failure counts once.
+func TestHookTrappingStopIsNotRunAgain(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks, trap: "pre-patch/20-b", start: make(chan string, 16)}
+	h := newHarness(t, r)
+	h.present("c12", true)
+	h.e.Command(install("c12", "seen", "InProgress"))
+	for k := range r.start {
+		if k == "pre-patch/20-b" {
+			break
+		}
+	}
+	h.stop()
+	r.mu.Lock()
+	r.trap, r.start = "", nil
+	r.mu.Unlock()
+	h.start()
+	h.flush()
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "pre-patch/20-b": 1})
+	st := h.e.Status()
+	if st.Current == nil {
+		t.Fatal("no open cycle")
+	}
+	pp := st.Current.Phases[PhasePrePatch]
+	if pp == nil || !pp.Done || !pp.Failed || len(pp.Hooks) != 2 || pp.Hooks[1].Outcome != "failed" || pp.Hooks[1].ExitCode != 143 || pp.Hooks[1].Attempt != 1 {
+		t.Errorf("pre-patch state: %+v", pp)
 	}
 }
