@@ -642,10 +642,9 @@ func (e *Engine) onLog(ctx context.Context, ev agentlog.Event) {
 		// corroborates it.
 		e.log.Debug("agent log: command complete", "cycle", c.ID, "command_id", ev.CommandID, "line", ev.Message)
 	}
-	if status, id, ok := cleanupStatus(ev); ok && !c.Ended && id != "" &&
-		(id == c.Document.DocumentID || id == c.Document.CommandID) && c.Document.LogStatus != status {
+	if status, dir, ok := cleanupStatus(ev); ok && !c.Ended && orchestrationOf(dir, c.Document) && c.Document.LogStatus != status {
 		c.Document.LogStatus = status
-		e.log.Info("the agent log names the patch command's final status", "cycle", c.ID, "document", id, "status", status)
+		e.log.Info("the agent log names the patch command's final status", "cycle", c.ID, "document", c.Document.DocumentID, "status", status)
 		e.save()
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/patchd/patchd/agent/agentlog"
 	"github.com/patchd/patchd/agent/ledger"
 	"github.com/patchd/patchd/agent/ssm"
+	"github.com/patchd/patchd/agent/ssm/ssmsim"
 	"github.com/patchd/patchd/hooks"
 )
 
@@ -793,9 +794,21 @@ func TestResultFromAgentLog(t *testing.T) {
 	if env.Result != ResultFailed || !strings.Contains(env.ResultReason, "agent's log") {
 		t.Errorf("post-patch told %q (%q), want failed from the agent's log", env.Result, env.ResultReason)
 	}
-	// A line about another document changes nothing.
-	if _, id, ok := cleanupStatus(agentlog.Event{Message: "orchestration cleanup started for the command with status Success - deleting orchestration directory: /x/orchestration/other/"}); !ok || id != "other" {
-		t.Errorf("cleanup line parsed to %q, %v", id, ok)
+	// Which folder belongs to which document: a command's is named after
+	// its id, an association's is <AssociationID>/<RunID>.
+	for _, tc := range []struct {
+		dir  string
+		doc  Document
+		want bool
+	}{
+		{"/var/lib/amazon/ssm/i-1/document/orchestration/c8", Document{DocumentID: "c8", CommandID: "c8"}, true},
+		{"/var/lib/amazon/ssm/i-1/document/orchestration/other", Document{DocumentID: "c8", CommandID: "c8"}, false},
+		{"/var/lib/amazon/ssm/i-1/document/orchestration/assoc-1/run-2", Document{DocumentID: "assoc-1.run-2", AssociationID: "assoc-1"}, true},
+		{"/var/lib/amazon/ssm/i-1/document/orchestration/assoc-1/run-3", Document{DocumentID: "assoc-1.run-2", AssociationID: "assoc-1"}, false},
+	} {
+		if got := orchestrationOf(tc.dir, tc.doc); got != tc.want {
+			t.Errorf("orchestrationOf(%s, %s) = %v", tc.dir, tc.doc.DocumentID, got)
+		}
 	}
 }
 
@@ -852,5 +865,32 @@ func TestHookTrappingStopIsNotRunAgain(t *testing.T) {
 	pp := st.Current.Phases[PhasePrePatch]
 	if pp == nil || !pp.Done || !pp.Failed || len(pp.Hooks) != 2 || pp.Hooks[1].Outcome != "failed" || pp.Hooks[1].ExitCode != 143 || pp.Hooks[1].Attempt != 1 {
 		t.Errorf("pre-patch state: %+v", pp)
+	}
+}
+
+// The clean-up line as the simulated agent writes it (the agent's format)
+// is the one patchd reads the final status from.
+func TestCleanupLineFromTheAgentsLog(t *testing.T) {
+	root, logs := t.TempDir(), t.TempDir()
+	a := ssmsim.New(root, "i-0123456789abcdef0", logs)
+	a.OrchestrationCleanup = "clean-success-failed"
+	must(t, a.Init())
+	d, err := a.Submit(ssmsim.RunPatchBaseline("Install", "NoReboot"))
+	must(t, err)
+	must(t, d.Run(ssm.StatusFailed, false, nil))
+	data, err := os.ReadFile(filepath.Join(logs, "amazon-ssm-agent.log"))
+	must(t, err)
+	found := false
+	for _, raw := range strings.Split(string(data), "\n") {
+		l := agentlog.ParseLine([]byte(raw))
+		if status, dir, ok := cleanupStatus(agentlog.Event{Message: string(l.Msg)}); ok {
+			found = true
+			if status != ssm.StatusFailed || !orchestrationOf(dir, Document{DocumentID: d.ID(), CommandID: d.ID()}) {
+				t.Errorf("clean-up line read as %s for %s, want Failed for %s: %s", status, dir, d.ID(), raw)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no clean-up line read from the agent's log:\n%s", data)
 	}
 }
