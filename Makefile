@@ -1,8 +1,12 @@
-# patchd build, test and packaging. `make test` is what CI runs (.ci/run).
+# patchd build, test and packaging. `make test` is what CI runs (.ci/run),
+# on a clean clone; docs/testing.md says what each target needs.
 SHELL       := /bin/bash
 GO          ?= go
-VERSION     ?= $(shell (git describe --tags --always --dirty 2>/dev/null || echo 0.0.0) | sed 's/^v//')
-REVISION    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# git refuses a checkout owned by another user (a CI workspace) unless told
+# it is safe; this checkout is the one being built.
+GIT         := git -c safe.directory=$(CURDIR)
+VERSION     ?= $(shell ($(GIT) describe --tags --always --dirty 2>/dev/null || echo 0.0.0) | sed 's/^v//')
+REVISION    ?= $(shell $(GIT) rev-parse --short HEAD 2>/dev/null || echo unknown)
 BUILD       := build
 PKGVER      ?= $(shell echo "$(VERSION)" | grep -Eq '^[0-9]' && echo "$(VERSION)" || echo "0.0.0~$(VERSION)")
 LDFLAGS     := -s -w \
@@ -13,7 +17,7 @@ LDFLAGS     := -s -w \
   -X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: build test test-go test-package test-prometheus test-e2e lint package demo bench bench-hooks bench-cycle bench-agentlog bench-scrape bench-idle clean
+.PHONY: build deps test test-go test-package test-prometheus test-e2e lint package demo bench bench-hooks bench-startup bench-cycle bench-agentlog bench-scrape bench-idle clean
 
 build: $(BUILD)/patchd
 
@@ -27,8 +31,13 @@ $(BUILD)/patchd-%: FORCE
 
 FORCE:
 
-# Everything that exists runs here; the e2e system test needs root.
-test: lint test-go test-package test-prometheus test-e2e
+# Everything that exists runs here, in this order; the e2e system test needs
+# root. deps installs the Debian packages the tests need (as root, once) or
+# says which are missing.
+test: deps lint test-go test-package test-prometheus test-e2e
+
+deps:
+	@packaging/test-deps.sh
 
 test-go:
 	$(GO) test $(GOTEST_FLAGS) ./...
@@ -36,15 +45,16 @@ test-go:
 lint:
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	@test -z "$$(gofmt -l $$($(GIT) ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$($(GIT) ls-files '*.go'); exit 1; }
 
-# Package contents, lintian, systemd-analyze (packaging area).
+# Package contents, lintian, systemd-analyze; the parts that install into a
+# throwaway root need root and say when they are skipped.
 test-package: package
 	packaging/test-packages.sh $(BUILD)
 
-# promtool on /metrics and the alert rules, a real Prometheus scrape (metrics area).
-# Fails when promtool or prometheus is missing (CI installs the Debian
-# prometheus package); runs the full 1000-cycle cardinality test.
+# promtool on /metrics and the alert rules, a real Prometheus scrape, the
+# full 1000-cycle cardinality test. Fails when promtool or prometheus is
+# missing (make deps installs the Debian prometheus package).
 test-prometheus: build
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { echo "test-prometheus: promtool and prometheus are required (apt-get install prometheus)"; exit 1; }
 	promtool check rules packaging/prometheus/patchd-alerts.yml
@@ -54,10 +64,11 @@ test-prometheus: build
 	  -run '^(TestMetricsEndToEnd|TestRealPrometheusScrapesACycle|TestPrometheusPackagingFiles|TestDashboardAndRulesUseCataloguedMetrics|TestCardinalityAfterManyCycles|TestWebConfigEnforcesTLSAndBasicAuth)$$' \
 	  ./cmd/patchd
 
-# debootstrap + systemd-nspawn system test, root only (system-test area).
-# PATCHD_E2E_RUN=Regexp picks scenarios; the bookworm root is cached in $(BUILD)/e2e.
+# debootstrap + systemd-nspawn system test, root only. PATCHD_E2E_RUN=Regexp
+# picks scenarios; the bookworm root is cached in $(BUILD)/e2e, fetched from
+# this host's apt sources (or PATCHD_E2E_MIRROR).
 test-e2e: package
-	@if [ "$$(id -u)" != 0 ]; then echo "test-e2e: skipped: needs root (debootstrap, systemd-nspawn)"; \
+	@if [ "$$(id -u)" != 0 ]; then echo "test-e2e: skipped: the system test needs root (debootstrap, systemd-nspawn)"; \
 	else PATCHD_E2E=1 PATCHD_BUILD=$(abspath $(BUILD)) $(GO) test -count=1 -timeout 15m -v \
 	  -run '$(or $(PATCHD_E2E_RUN),.)' ./packaging/systemtest/; fi
 
@@ -68,34 +79,54 @@ package: $(BUILD)/patchd-amd64 $(BUILD)/patchd-arm64
 demo: build
 	$(GO) run ./cmd/patchd-demo --patchd $(BUILD)/patchd
 
-# Benchmarks: each area owns one target; BENCHMARKS.md says how to read them.
-bench: bench-hooks bench-cycle bench-agentlog bench-scrape bench-idle
+# Benchmarks: each target prints its figures, the baseline measured in the
+# same run (interleaved), their ratio, and the load average; BENCHMARKS.md
+# quotes them with the exact command. A figure taken at a 1-minute load
+# above 1 is to be measured again on a quiet machine.
+LOADAVG = @awk '{ printf "load average (1, 5, 15 min): %s %s %s%s\n", $$1, $$2, $$3, ($$1 > 1 ? " -- above 1: re-measure on a quiet machine" : "") }' /proc/loadavg
 
+bench: bench-hooks bench-startup bench-cycle bench-agentlog bench-scrape bench-idle
+
+# patchd hooks run vs run-parts on 20 trivial hooks: 30 interleaved pairs,
+# wall and CPU; then the runner in process against run-parts.
 bench-hooks: build
 	$(GO) run ./hooks/internal/hookbench -patchd $(BUILD)/patchd -hooks 20 -runs 30
 	$(GO) test -run '^$$' -bench 'RunPhase20|RunParts20' -benchtime 20x ./hooks
+	$(LOADAVG)
+
+# CLI start-up: patchd version vs a Go hello, patchd status and a gate round
+# vs patchd version, against a running daemon (cmd/patchd/startuptest).
+bench-startup:
+	set -o pipefail; PATCHD_BENCH_STARTUP=1 $(GO) test -count=1 -v -run '^TestBenchStartup$$' ./cmd/patchd/startuptest | grep -v '^=== RUN'
 
 bench-cycle:
-	set -o pipefail; PATCHD_BENCH_CYCLE=1 $(GO) test -count=1 -timeout 10m -run 'TestBenchCycleLatency$$' -v ./cmd/patchd | grep -E 'cycle latency|baseline|over the|^(ok|FAIL|---)'
+	$(LOADAVG)
+	set -o pipefail; PATCHD_BENCH_CYCLE=1 $(GO) test -count=1 -timeout 10m -run 'TestBenchCycleLatency$$' -v ./cmd/patchd | grep -E 'cycle latency|baseline|ratio|over the|^(ok|FAIL|---)'
 
 # 1 GiB agent log through the tailer vs wc -l (ratio, peak RSS), the classifier
 # alone, and the rotation torture test in its long form (1000 rotations).
 bench-agentlog:
 	@mkdir -p $(BUILD)
+	$(LOADAVG)
 	PATCHD_AGENTLOG_BENCH_MB=1024 PATCHD_AGENTLOG_BENCH_OUT=$(CURDIR)/$(BUILD)/bench-agentlog.txt \
 	  $(GO) test -count=1 -timeout 20m -run '^TestIngestVsWc$$' -v ./agent/agentlog/
 	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkClassifier$$' -benchmem ./agent/agentlog/
 	set -o pipefail; PATCHD_AGENTLOG_TORTURE=long $(GO) test -count=1 -timeout 30m -run '^TestRotationTorture$$' -v ./agent/agentlog/ \
 	  | grep -E 'rotations|^(ok|FAIL|---)'
+	$(LOADAVG)
 
 # Scrape latency of a busy patchd (every collector, cycles run): p50/p99.
 bench-scrape:
+	$(LOADAVG)
 	$(GO) test -run '^$$' -bench '^BenchmarkScrape$$' -benchtime 3000x -count 1 ./cmd/patchd
+	$(LOADAVG)
 
 # Idle RSS/CPU over BENCH_IDLE_SECONDS (default 10 min; 60 for a quick look).
 BENCH_IDLE_SECONDS ?= 600
 bench-idle: build
+	$(LOADAVG)
 	packaging/systemtest/bench-idle.sh $(BUILD)/patchd $(BENCH_IDLE_SECONDS)
+	$(LOADAVG)
 
 clean:
 	rm -rf $(BUILD)

@@ -1,5 +1,5 @@
 // Package hooks discovers and runs the operator's hook executables in
-// /etc/patchd/hooks.d/<phase>/ under the contract of DESIGN.md §4.
+// /etc/patchd/hooks.d/<phase>/ under the hook contract of docs/design.md.
 //
 // This file is the package's contract with the rest of patchd (the cycle
 // calls Discover and RunHook/RunPhase, the CLI calls the same); the runner's

@@ -12,7 +12,7 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // Environ is the whole environment of a hook: PATH, LANG=C.UTF-8 (output
 // in a known encoding), HOME (root's, or patchd's own when not root) and
-// the PATCHD_* variables of DESIGN.md §4. Every PATCHD_* variable is
+// the PATCHD_* variables of docs/design.md (the hook contract). Every PATCHD_* variable is
 // always set, empty when unknown, so hooks can use `set -u`.
 func (e Env) Environ() []string {
 	attempt := e.Attempt

@@ -29,7 +29,7 @@ func newMetrics() *metrics {
 			Help: "Wall time of one hook run, by phase.",
 			// From a trivial script (10 ms) to a slow drain (30 min).
 			// Few, wide buckets: every series counts against the per-host budget
-			// of 150 (DESIGN.md §6), and what operators ask of a hook is "quick,
+			// of 150 (docs/metrics.md), and what operators ask of a hook is "quick,
 			// normal, slow, or near its timeout" (5 min by default).
 			Buckets: []float64{5, 30, 120, 600},
 		}, []string{"phase"}),

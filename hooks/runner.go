@@ -378,7 +378,7 @@ type PhaseOptions struct {
 }
 
 // RunPhase discovers the hooks of env.Phase under root and runs them in
-// lexical order under the phase's failure policy (DESIGN.md §3): pre-patch
+// lexical order under the phase's failure policy (docs/design.md, "The patch cycle"): pre-patch
 // stops at the first hook that does not succeed and reports the rest as
 // NotRun; pre-reboot and post-patch run every hook. Skipped files are not
 // reported. The error is not about hooks failing (that is in the results)

@@ -181,7 +181,7 @@ func newDecider(sets []found, kinds []Kind) decider {
 }
 
 // Classify returns the event kind of an entry's first line. It follows
-// SSM-AGENT-FACTS.md "Log event kinds": a reboot marker first, then a
+// docs/agent-formats.md, "Marker messages": a reboot marker first, then a
 // network cause (which wins over a credential context on the same line),
 // then credentials, stop, start, command end and start, health.
 func Classify(l *Line) Kind {

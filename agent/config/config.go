@@ -1,4 +1,4 @@
-// Package config holds patchd's settings: their defaults (DESIGN.md §2), the
+// Package config holds patchd's settings: their defaults (packaging/patchd.yaml), the
 // YAML file that overrides them, and the command-line flags that override the
 // file. Every setting has exactly one name in the file and one flag, so an
 // operator can move a value between the two without translation.
@@ -129,7 +129,7 @@ type HostState struct {
 // Phases are the hook phases, in the order a cycle runs them.
 var Phases = []string{"pre-patch", "pre-reboot", "post-patch"}
 
-// Default returns the built-in configuration (DESIGN.md §2).
+// Default returns the built-in configuration (docs/design.md, "Paths").
 func Default() Config {
 	return Config{
 		Paths: Paths{

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -20,6 +21,9 @@ type Flags struct {
 
 	values Config
 	apply  []func(dst *Config)
+	// errs are flag values that could not be parsed (only a map flag can
+	// fail after kingpin accepted it); Resolve reports them.
+	errs []error
 }
 
 // AddFlags registers the flags on app as global flags, so that every
@@ -85,10 +89,28 @@ func AddFlags(app *kingpin.Application) *Flags {
 	str("path.agent-logs", "amazon-ssm-agent's log directory.", func(c *Config) *string { return &c.Paths.AgentLogs })
 	str("control.socket", "Unix socket for the CLI (status, gate).", func(c *Config) *string { return &c.Control.Socket })
 	str("web.listen-address", "Address for /metrics; empty serves no metrics.", func(c *Config) *string { return &c.Web.ListenAddress })
+	phaseDurations := func(name, help string, get func(*Config) *map[string]time.Duration) {
+		set := new(bool)
+		raw := new(string)
+		app.Flag(name, help+" Comma-separated PHASE=DURATION pairs, e.g. pre-patch=30m,post-patch=1h.").
+			Default(formatPhaseDurations(*get(&def))).IsSetByUser(set).StringVar(raw)
+		f.apply = append(f.apply, func(dst *Config) {
+			if !*set {
+				return
+			}
+			m, err := parsePhaseDurations(*raw)
+			if err != nil {
+				f.errs = append(f.errs, fmt.Errorf("--%s=%s: %w", name, *raw, err))
+				return
+			}
+			*get(dst) = m
+		})
+	}
 	str("web.config.file", "exporter-toolkit web configuration (TLS and basic auth) for /metrics.", func(c *Config) *string { return &c.Web.ConfigFile })
 	str("log.level", "Only log messages of this level or above: debug, info, warn, error.", func(c *Config) *string { return &c.Log.Level })
 	str("log.format", "Log format: logfmt or json.", func(c *Config) *string { return &c.Log.Format })
 	dur("hooks.timeout", "Time one hook may run before its process group is killed.", func(c *Config) *time.Duration { return &c.Hooks.Timeout })
+	phaseDurations("hooks.phase-timeouts", "Per-phase hook timeouts, over --hooks.timeout.", func(c *Config) *map[string]time.Duration { return &c.Hooks.PhaseTimeouts })
 	dur("hooks.kill-grace", "Time between SIGTERM and SIGKILL when a hook times out.", func(c *Config) *time.Duration { return &c.Hooks.KillGrace })
 	num("hooks.post-patch-retries", "Retries of a failed post-patch hook.", func(c *Config) *int { return &c.Hooks.PostPatchRetries })
 	dur("hooks.post-patch-retry-backoff", "First wait before retrying a failed post-patch hook; doubles each time.", func(c *Config) *time.Duration { return &c.Hooks.PostPatchRetryBackoff })
@@ -114,6 +136,36 @@ func AddFlags(app *kingpin.Application) *Flags {
 	return f
 }
 
+// parsePhaseDurations reads "pre-patch=30m,post-patch=1h" (empty: none).
+// Unknown phases and non-positive durations are left to Validate, which
+// names them as it does for the file.
+func parsePhaseDurations(s string) (map[string]time.Duration, error) {
+	m := map[string]time.Duration{}
+	for _, p := range splitList(s) {
+		phase, v, ok := strings.Cut(p, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q is not PHASE=DURATION (e.g. pre-patch=30m)", p)
+		}
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("%q: the duration is not like 30s, 5m or 1h30m", p)
+		}
+		m[strings.TrimSpace(phase)] = d
+	}
+	return m, nil
+}
+
+// formatPhaseDurations is parsePhaseDurations' inverse, in phase order.
+func formatPhaseDurations(m map[string]time.Duration) string {
+	var parts []string
+	for _, phase := range Phases {
+		if d, ok := m[phase]; ok {
+			parts = append(parts, phase+"="+d.String())
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
 func splitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
@@ -131,8 +183,12 @@ func (f *Flags) Resolve() (Config, error) {
 	if err != nil {
 		return cfg, err
 	}
+	f.errs = nil
 	for _, a := range f.apply {
 		a(&cfg)
+	}
+	if len(f.errs) > 0 {
+		return cfg, errors.Join(f.errs...)
 	}
 	// Validate again: a flag may have brought a bad value.
 	if err := cfg.Validate(f.File + " (with command-line flags)"); err != nil {

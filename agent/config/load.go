@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -73,10 +74,11 @@ func Load(file string, allowMissing bool) (Config, error) {
 	return cfg, nil
 }
 
-// yamlLine matches the "line N: message" items of yaml.v3's TypeError.
-var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
-var unknownField = regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`)
-var cannotUnmarshal = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.+)$")
+// yamlLine matches the "line N: message" items of yaml.v3's TypeError. These
+// patterns are compiled on first use: only a bad file needs them.
+var yamlLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^line (\d+): (.*)$`) })
+var unknownField = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^field (\S+) not found in type config\.(\w+)$`) })
+var cannotUnmarshal = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.+)$") })
 
 // Parse decodes data over cfg and validates the result. Unknown keys and
 // wrong types are reported with their line.
@@ -123,13 +125,13 @@ var sectionOfType = map[string]string{
 }
 
 func typeProblem(file string, root *yaml.Node, item string) Problem {
-	m := yamlLine.FindStringSubmatch(item)
+	m := yamlLine().FindStringSubmatch(item)
 	if m == nil {
 		return Problem{File: file, Msg: item}
 	}
 	line, _ := strconv.Atoi(m[1])
 	msg := m[2]
-	if u := unknownField.FindStringSubmatch(msg); u != nil {
+	if u := unknownField().FindStringSubmatch(msg); u != nil {
 		section := sectionOfType[u[2]]
 		key := u[1]
 		if section != "" {
@@ -138,7 +140,7 @@ func typeProblem(file string, root *yaml.Node, item string) Problem {
 		return Problem{File: file, Line: line, Key: key,
 			Msg: fmt.Sprintf("unknown key; valid keys here are %s (check the spelling, or remove it)", strings.Join(knownKeys(section), ", "))}
 	}
-	if c := cannotUnmarshal.FindStringSubmatch(msg); c != nil {
+	if c := cannotUnmarshal().FindStringSubmatch(msg); c != nil {
 		key := keyAtLine(root, line)
 		want := c[3]
 		switch want {

@@ -73,6 +73,18 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
+// ErrorReply is the body of every error answer of the API: one key,
+// "error", whatever the endpoint, so that clients (and curl users) read
+// failures one way.
+type ErrorReply struct {
+	Error string `json:"error"`
+}
+
+// WriteError answers a control request with status and {"error": msg}.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	WriteJSON(w, status, ErrorReply{Error: msg})
+}
+
 // Client talks to the daemon's control socket.
 type Client struct {
 	Path string
@@ -120,7 +132,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("reading answer from %s: %w", c.Path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct{ Error string }
+		var e ErrorReply
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return fmt.Errorf("patchd: %s", e.Error)
 		}

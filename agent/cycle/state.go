@@ -1,4 +1,4 @@
-// Package cycle is patchd's patch-cycle state machine (DESIGN.md §3): it
+// Package cycle is patchd's patch-cycle state machine (docs/design.md): it
 // turns command events, agent log events and gate requests into the
 // pre-patch, pre-reboot and post-patch phases, and writes itself to disk
 // before each phase and around each hook so that a crash or a reboot resumes
@@ -24,7 +24,7 @@ const FileName = "cycle.json"
 // stateVersion is bumped when State changes incompatibly.
 const stateVersion = 1
 
-// Triggers and results (DESIGN.md §3, §4).
+// Triggers and results (docs/design.md, "The patch cycle").
 const (
 	TriggerObserved = "observed"
 	TriggerGate     = "gate"

@@ -2,7 +2,7 @@
 // service (IMDSv2): the instance profile from iam/info and the role name
 // listed under iam/security-credentials/. amazon-ssm-agent takes its
 // credentials from the same place and does not notice a new profile or role
-// for up to half an hour (SSM-AGENT-FACTS.md "Credentials"), so a change seen
+// for up to half an hour (docs/agent-formats.md, "Credentials"), so a change seen
 // here is what tells the keeper to restart it.
 package imds
 

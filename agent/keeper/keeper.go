@@ -268,7 +268,7 @@ func (k *Keeper) LogEvent(ev agentlog.Event) {
 const stuckBackoff = 10 * time.Minute
 
 // credentialsOK are the agent's lines for a working connection
-// (SSM-AGENT-FACTS.md "Marker messages").
+// (docs/agent-formats.md, "Marker messages").
 var credentialsOK = []string{
 	"Successfully connected with instance profile role credentials",
 	"Credentials ready",

@@ -21,8 +21,8 @@ type Manager interface {
 	Active(ctx context.Context) (bool, error)
 }
 
-// Units and names of amazon-ssm-agent's service (SSM-AGENT-FACTS.md "Service
-// and processes").
+// Units and names of amazon-ssm-agent's service (docs/agent-formats.md,
+// "Service and processes").
 const (
 	SystemdUnit    = "amazon-ssm-agent.service"
 	SnapUnit       = "snap.amazon-ssm-agent.amazon-ssm-agent.service"

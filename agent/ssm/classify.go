@@ -5,9 +5,10 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"sync"
 )
 
-// DefaultPatchDocuments are the documents that patch a host (DESIGN.md §3).
+// DefaultPatchDocuments are the documents that patch a host (docs/design.md, "The patch cycle").
 var DefaultPatchDocuments = []string{
 	"AWS-RunPatchBaseline",
 	"AWS-RunPatchBaselineAssociation",
@@ -96,19 +97,21 @@ func isPatchDocument(name string, extra []string) bool {
 	return false
 }
 
+// The patterns below are compiled on first use, not at start-up: most
+// patchd commands never classify a document.
 var (
 	// The patch payload's entry call in AWS-RunPatchBaseline's PatchLinux and
 	// PatchMacOS steps: execute("os_selector", "PatchLinux", "<SnapshotId>",
 	// "<Operation>", ...), split over several runCommand lines with a
 	// trailing backslash.
-	executeCall = regexp.MustCompile(`common_startup_entrance\.execute\(([^)]*)\)`)
-	quotedArg   = regexp.MustCompile(`"([^"\\]*)"`)
+	executeCall = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`common_startup_entrance\.execute\(([^)]*)\)`) })
+	quotedArg   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`"([^"\\]*)"`) })
 	// PatchWindows: Invoke-PatchBaselineOperation -Operation Install ...;
 	// AWS-InstallWindowsUpdates takes -Action.
-	psOperation = regexp.MustCompile(`(?i)-(?:Operation|Action)\s+['"]?(Scan|Install)\b`)
+	psOperation = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?i)-(?:Operation|Action)\s+['"]?(Scan|Install)\b`) })
 	// AWS-ApplyAnsiblePlaybooks: if [[ "<Check>" == True ]] ; then
 	// ansible-playbook ... --check ...
-	ansibleIf = regexp.MustCompile(`\[\[\s*"([^"]*)"\s*==\s*True\s*\]\]`)
+	ansibleIf = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\[\[\s*"([^"]*)"\s*==\s*True\s*\]\]`) })
 )
 
 // findOperation looks through every step's properties for the operation
@@ -139,8 +142,8 @@ func operationInScript(script string) string {
 		return ""
 	}
 	joined := strings.ReplaceAll(script, "\\\n", " ")
-	if m := executeCall.FindStringSubmatch(joined); m != nil {
-		args := quotedArg.FindAllStringSubmatch(m[1], -1)
+	if m := executeCall().FindStringSubmatch(joined); m != nil {
+		args := quotedArg().FindAllStringSubmatch(m[1], -1)
 		// The fourth argument is the operation; older or newer payload calls
 		// may shift it, so fall back to any argument that is one.
 		if len(args) > 3 {
@@ -154,7 +157,7 @@ func operationInScript(script string) string {
 			}
 		}
 	}
-	if m := psOperation.FindStringSubmatch(script); m != nil {
+	if m := psOperation().FindStringSubmatch(script); m != nil {
 		return normOp(m[1])
 	}
 	return ""
@@ -261,7 +264,7 @@ func ansibleCheck(state *DocumentState) string {
 	for _, p := range state.InstancePluginsInformation {
 		lines := strings.Split(scriptText(p.Configuration.Properties), "\n")
 		for i, l := range lines {
-			m := ansibleIf.FindStringSubmatch(l)
+			m := ansibleIf().FindStringSubmatch(l)
 			if m == nil {
 				continue
 			}

@@ -37,7 +37,7 @@ const (
 // for hybrid and activation-registered nodes. Other folders of the agent's
 // data directory (ipc/, runtimeconfig/, …) change often and are not watched
 // unless they hold a document/state folder.
-var instanceDirName = regexp.MustCompile(`^m?i-[0-9A-Za-z]+$`)
+var instanceDirName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^m?i-[0-9A-Za-z]+$`) })
 
 var watchedFolders = []Folder{Pending, Current, Corrupt}
 
@@ -342,7 +342,7 @@ func (w *Watcher) handle(l *loopState, ev fsnotify.Event) {
 func (w *Watcher) structural(l *loopState, path string, parts []string) bool {
 	switch len(parts) {
 	case 1:
-		return instanceDirName.MatchString(parts[0]) || l.watches[path] || isDir(filepath.Join(path, "document", "state"))
+		return instanceDirName().MatchString(parts[0]) || l.watches[path] || isDir(filepath.Join(path, "document", "state"))
 	case 2:
 		return parts[1] == "document"
 	case 3:
@@ -394,7 +394,7 @@ func (w *Watcher) ensureWatchesOnce(l *loopState) bool {
 			id := e.Name()
 			inst := filepath.Join(w.root, id)
 			state := filepath.Join(inst, "document", "state")
-			if !e.IsDir() || (!instanceDirName.MatchString(id) && !isDir(state)) {
+			if !e.IsDir() || (!instanceDirName().MatchString(id) && !isDir(state)) {
 				continue
 			}
 			desired[inst] = true

@@ -75,7 +75,7 @@ func firstEnv(names ...string) string {
 }
 
 // documentWorkerID walks up the process tree to the agent's
-// `ssm-document-worker <DocumentID>` (SSM-AGENT-FACTS.md "Service and
+// `ssm-document-worker <DocumentID>` (docs/agent-formats.md, "Service and
 // processes"), which runs every step of a document.
 func documentWorkerID(pid int) string {
 	for range 32 {

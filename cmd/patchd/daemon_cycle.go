@@ -115,12 +115,12 @@ func (d *daemon) setupCycle() error {
 	d.control.Mux.HandleFunc("POST /v1/gate", func(w http.ResponseWriter, r *http.Request) {
 		var req cycle.GateRequest
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
-			control.WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "bad gate request: " + err.Error()})
+			control.WriteError(w, http.StatusBadRequest, "bad gate request: "+err.Error())
 			return
 		}
 		rep := e.Gate(r.Context(), req)
 		if rep.Error != "" {
-			control.WriteJSON(w, http.StatusConflict, map[string]string{"error": rep.Error})
+			control.WriteError(w, http.StatusConflict, rep.Error)
 			return
 		}
 		control.WriteJSON(w, http.StatusOK, rep)

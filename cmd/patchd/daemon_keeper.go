@@ -108,7 +108,7 @@ func (d *daemon) setupKeeper() error {
 		var req agentRestartRequest
 		if r.ContentLength != 0 {
 			if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&req); err != nil {
-				control.WriteJSON(w, http.StatusBadRequest, map[string]string{"Error": "bad request body: " + err.Error()})
+				control.WriteError(w, http.StatusBadRequest, "bad request body: "+err.Error())
 				return
 			}
 		}

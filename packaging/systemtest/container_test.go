@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/patchd/patchd/packaging/systemtest/aptsources"
 )
 
 // nspawnRebootStatus is systemd-nspawn's exit status when the container
@@ -47,7 +49,10 @@ func rootfsTar(buildDir string) (string, error) {
 	if err := os.Chmod(root, 0o755); err != nil {
 		return "", err
 	}
-	mirror := debianMirror()
+	mirror, err := debianMirror()
+	if err != nil {
+		return "", err
+	}
 	fmt.Fprintf(os.Stderr, "systemtest: building %s with debootstrap from %s (once; cached)\n", tarball, mirror)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -69,32 +74,15 @@ func rootfsTar(buildDir string) (string, error) {
 	return tarball, os.Rename(tmp, tarball)
 }
 
-// debianMirror is the Debian archive apt on this host is configured with, so
-// debootstrap goes where the host's packages come from (a local mirror or
-// proxy in CI); deb.debian.org otherwise.
-func debianMirror() string {
-	files, _ := filepath.Glob("/etc/apt/sources.list.d/*")
-	files = append([]string{"/etc/apt/sources.list"}, files...)
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(data), "\n") {
-			fields := strings.Fields(line)
-			var uri string
-			switch {
-			case len(fields) >= 3 && fields[0] == "deb" && !strings.HasPrefix(fields[1], "["):
-				uri = fields[1]
-			case len(fields) >= 2 && fields[0] == "URIs:":
-				uri = fields[1]
-			}
-			if strings.HasSuffix(strings.TrimSuffix(uri, "/"), "/debian") {
-				return uri
-			}
-		}
+// debianMirror is where debootstrap fetches bookworm from: PATCHD_E2E_MIRROR,
+// else the Debian archive this host's apt is configured with (a local
+// mirror or proxy on a build machine). The repository names no download
+// host of its own.
+func debianMirror() (string, error) {
+	if m := os.Getenv("PATCHD_E2E_MIRROR"); m != "" {
+		return m, nil
 	}
-	return "http://deb.debian.org/debian"
+	return aptsources.DebianArchive("/etc/apt", "bookworm")
 }
 
 // container is one booted root directory.

@@ -31,7 +31,7 @@ const (
 )
 
 // agentUnit stands in for amazon-ssm-agent's unit (Restart=always and
-// KillMode=process as the real one, SSM-AGENT-FACTS.md "Service and
+// KillMode=process as the real one, docs/agent-formats.md, "Service and
 // processes"): it logs the agent's start banner through the simulated
 // agent, then idles.
 const agentUnit = `[Unit]

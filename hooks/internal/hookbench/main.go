@@ -1,7 +1,10 @@
 // Command hookbench compares `patchd hooks run` with Debian's run-parts on
-// the same tree of trivial hooks (make bench-hooks). The two are run
-// interleaved, so that a load change on the machine hits both alike, and
-// the medians of the wall times are compared.
+// the same tree of trivial hooks (make bench-hooks). The two are run in
+// pairs, interleaved and alternating which goes first, so that a load change
+// on the machine hits both alike; it prints the medians of wall and CPU time
+// (the process and the hooks it waited for), the median of the per-pair
+// ratios, and the load average before and after, since a loaded machine
+// makes any such ratio unreliable.
 package main
 
 import (
@@ -11,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -18,7 +22,7 @@ func main() {
 	patchd := flag.String("patchd", "build/patchd", "patchd binary to measure")
 	runParts := flag.String("run-parts", "run-parts", "run-parts binary (debianutils)")
 	hooks := flag.Int("hooks", 20, "number of trivial hooks")
-	runs := flag.Int("runs", 30, "runs of each command")
+	runs := flag.Int("runs", 30, "pairs of runs (at least 30 for the figure BENCHMARKS.md quotes)")
 	flag.Parse()
 	if err := run(*patchd, *runParts, *hooks, *runs); err != nil {
 		fmt.Fprintln(os.Stderr, "hookbench:", err)
@@ -63,46 +67,81 @@ func run(patchd, runParts string, n, runs int) error {
 			return err
 		}
 	}
-	var tp, tr []time.Duration
+	loadBefore := loadavg()
+	var pw, pc, rw, rc, wallRatio, cpuRatio []float64
 	for i := range runs {
 		// Alternate which goes first, so neither always follows the other.
-		order := [][]string{pd, rp}
+		first, second := pd, rp
 		if i%2 == 1 {
-			order = [][]string{rp, pd}
+			first, second = rp, pd
 		}
-		for _, c := range order {
-			d, err := timeRun(c)
-			if err != nil {
-				return err
-			}
-			if c[0] == patchd {
-				tp = append(tp, d)
-			} else {
-				tr = append(tr, d)
-			}
+		a, err := timeRun(first)
+		if err != nil {
+			return err
 		}
+		b, err := timeRun(second)
+		if err != nil {
+			return err
+		}
+		p, r := a, b
+		if i%2 == 1 {
+			p, r = b, a
+		}
+		pw, pc = append(pw, ms(p.wall)), append(pc, ms(p.cpu))
+		rw, rc = append(rw, ms(r.wall)), append(rc, ms(r.cpu))
+		wallRatio = append(wallRatio, ms(p.wall)/ms(r.wall))
+		cpuRatio = append(cpuRatio, ms(p.cpu)/ms(r.cpu))
 	}
-	mp, mr := median(tp), median(tr)
-	fmt.Printf("hooks: %d trivial /bin/sh hooks, runs: %d each, interleaved\n", n, runs)
-	fmt.Printf("patchd hooks run  median %8.2f ms  (min %.2f, max %.2f)\n", ms(mp), ms(slices.Min(tp)), ms(slices.Max(tp)))
-	fmt.Printf("run-parts         median %8.2f ms  (min %.2f, max %.2f)\n", ms(mr), ms(slices.Min(tr)), ms(slices.Max(tr)))
-	fmt.Printf("ratio patchd/run-parts: %.2f (target <= 1.20)\n", float64(mp)/float64(mr))
+	loadAfter := loadavg()
+	fmt.Printf("hooks: %d trivial /bin/sh hooks, %d interleaved pairs\n", n, runs)
+	fmt.Printf("%-18s wall median %7.2f ms (min %.2f, max %.2f)   cpu median %7.2f ms\n", "patchd hooks run", median(pw), slices.Min(pw), slices.Max(pw), median(pc))
+	fmt.Printf("%-18s wall median %7.2f ms (min %.2f, max %.2f)   cpu median %7.2f ms\n", "run-parts", median(rw), slices.Min(rw), slices.Max(rw), median(rc))
+	fmt.Printf("ratio patchd/run-parts, median of pairs: %.2f wall, %.2f cpu (target <= 1.20)\n", median(wallRatio), median(cpuRatio))
+	fmt.Printf("load average before %s, after %s%s\n", loadBefore, loadAfter, loadVerdict(loadBefore, loadAfter))
 	return nil
 }
 
-func timeRun(args []string) (time.Duration, error) {
+type timing struct{ wall, cpu time.Duration }
+
+// timeRun runs one command and returns its wall time and CPU time (user and
+// system, including the children it waited for: the hooks).
+func timeRun(args []string) (timing, error) {
 	cmd := exec.Command(args[0], args[1:]...)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	d := time.Since(start)
 	if err != nil {
-		return 0, fmt.Errorf("%v: %w\n%s", args, err, out)
+		return timing{}, fmt.Errorf("%v: %w\n%s", args, err, out)
 	}
-	return d, nil
+	return timing{d, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}, nil
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
+// loadavg is the 1, 5 and 15 minute load average.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// loadVerdict marks a run made on a busy machine.
+func loadVerdict(loads ...string) string {
+	for _, l := range loads {
+		var one float64
+		if _, err := fmt.Sscan(l, &one); err != nil || one > 1 {
+			return " -- load above 1: re-measure on a quiet machine"
+		}
+	}
+	return ""
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
 	slices.Sort(s)
 	if len(s)%2 == 1 {
 		return s[len(s)/2]
