@@ -152,6 +152,10 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 		e.saveStep(c, hs.Phase, ps, hs)
 		return true
 	}
+	if hs.Process == nil && hs.Outcome == "running" && hs.Attempt > 0 {
+		// Started, and patchd killed before the process was recorded?
+		hs.Process = findStartedRun(c.ID, hs.Phase, hs.Attempt, h.Target, hs.Start, e.o.BootID())
+	}
 	if hs.Process != nil && !e.awaitEarlierRun(ctx, hs, h.Phase) {
 		return false
 	}
