@@ -140,3 +140,15 @@ func TestFIFOLedgerIsRefusedWithoutBlocking(t *testing.T) {
 		t.Errorf("Append(FIFO) = %v", err)
 	}
 }
+
+// '<', '>' and '&' are common in hook output (shell redirections, HTML):
+// they cost one byte each in the ledger, not six.
+func TestEntryDoesNotEscapeHTML(t *testing.T) {
+	line, err := Bound(Entry{Hooks: []HookRun{{StdoutTail: strings.Repeat("<>&", 1000)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(line) > 3000+500 || !bytes.Contains(line, []byte("<>&<>&")) {
+		t.Errorf("entry of %d bytes for a 3,000-byte tail", len(line))
+	}
+}
