@@ -129,12 +129,16 @@ type progressJournal struct {
 
 // append writes r and makes it durable. The file is created on first use
 // (its directory entry fsynced once) and opened without following a FIFO.
+// A record starts with a newline too: after a write cut short (a full
+// disk), the next record must not be glued to the torn one and lost with
+// it. The empty lines this makes are skipped when reading.
 func (j *progressJournal) append(r progressRecord) (int, error) {
-	line, err := json.Marshal(r)
+	data, err := json.Marshal(r)
 	if err != nil {
 		return 0, err
 	}
-	line = append(line, '\n')
+	line := make([]byte, 0, len(data)+2)
+	line = append(append(append(line, '\n'), data...), '\n')
 	if j.f == nil {
 		_, statErr := os.Lstat(j.path)
 		f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0o600)
