@@ -17,7 +17,7 @@ LDFLAGS     := -s -w \
   -X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: build deps test test-go test-package test-prometheus test-e2e lint package demo bench bench-hooks bench-startup bench-cycle bench-agentlog bench-scrape bench-idle clean
+.PHONY: build deps test test-go test-package test-prometheus test-fleet test-e2e lint package demo bench bench-hooks bench-startup bench-cycle bench-agentlog bench-scrape bench-idle clean
 
 build: $(BUILD)/patchd
 
@@ -34,7 +34,7 @@ FORCE:
 # Everything that exists runs here, in this order; the e2e system test needs
 # root. deps installs the Debian packages the tests need (as root, once) or
 # says which are missing.
-test: deps lint test-go test-package test-prometheus test-e2e
+test: deps lint test-go test-package test-prometheus test-fleet test-e2e
 
 deps:
 	@packaging/test-deps.sh
@@ -63,6 +63,23 @@ test-prometheus: build
 	  $(GO) test -count=1 -timeout 20m -v \
 	  -run '^(TestMetricsEndToEnd|TestRealPrometheusScrapesACycle|TestPrometheusPackagingFiles|TestDashboardAndRulesUseCataloguedMetrics|TestCardinalityAfterManyCycles|TestWebConfigEnforcesTLSAndBasicAuth)$$' \
 	  ./cmd/patchd
+
+# 100 simulated hosts (the release binary, 127.0.1.N) under one real
+# Prometheus: a patch wave, the alerts, the fleet rules, every dashboard
+# query, and the fleet's costs (docs/fleet-prometheus.md). One user runs
+# 100 patchd here, so it needs more inotify instances than the default 128.
+FLEET_INOTIFY := 1024
+test-fleet: build
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { echo "test-fleet: promtool and prometheus are required (apt-get install prometheus)"; exit 1; }
+	promtool check rules packaging/prometheus/patchd-alerts.yml packaging/prometheus/patchd-fleet-rules.yml
+	cd packaging/prometheus && promtool test rules patchd-alerts.test.yml patchd-fleet-rules.test.yml
+	promtool check config packaging/prometheus/prometheus-federation.example.yml
+	sed 's#/etc/prometheus/patchd-#$(CURDIR)/packaging/prometheus/patchd-#' packaging/prometheus/prometheus-scrape.example.yml > $(BUILD)/prometheus-scrape.check.yml
+	promtool check config $(BUILD)/prometheus-scrape.check.yml
+	@if [ "$$(cat /proc/sys/fs/inotify/max_user_instances)" -lt $(FLEET_INOTIFY) ] && [ "$$(id -u)" = 0 ]; then \
+	  echo "test-fleet: sysctl -w fs.inotify.max_user_instances=$(FLEET_INOTIFY)"; sysctl -qw fs.inotify.max_user_instances=$(FLEET_INOTIFY); fi
+	PATCHD_FLEET=1 PATCHD_FLEET_BIN=$(abspath $(BUILD))/patchd PATCHD_FLEET_REPORT=$(abspath $(BUILD))/fleet-report.txt \
+	  $(GO) test -count=1 -timeout 10m -v -run '^TestFleet$$' ./packaging/fleettest/
 
 # debootstrap + systemd-nspawn system test, root only. PATCHD_E2E_RUN=Regexp
 # picks scenarios; the bookworm root is cached in $(BUILD)/e2e, fetched from

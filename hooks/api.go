@@ -55,18 +55,25 @@ const (
 
 // Env is what a hook is told about its run (the PATCHD_* variables).
 type Env struct {
-	Phase      Phase
-	CycleID    string
-	Trigger    string // observed | gate | manual
-	Document   string
-	CommandID  string
-	Operation  string
-	InstanceID string
-	Region     string
-	Attempt    int // 1 for the first run of this hook in this cycle
-	DryRun     bool
-	Result     string // post-patch only: success|failed|cancelled|timed_out|unknown
-	Rebooted   bool   // post-patch only
+	Phase    Phase
+	CycleID  string
+	Trigger  string // observed | gate | manual
+	Document string // the document's name (AWS-RunPatchBaseline)
+	// DocumentID is the agent's id of the run: the command id for a
+	// command, "<AssociationID>.<RunID>" for an association.
+	DocumentID    string
+	CommandID     string // commands only
+	AssociationID string // associations only
+	Operation     string
+	InstanceID    string
+	Region        string
+	Attempt       int // 1 for the first run of this hook in this cycle
+	DryRun        bool
+	Result        string // post-patch only: success|failed|cancelled|timed_out|unknown
+	// ResultReason, post-patch only, says why Result is unknown (or where
+	// it came from when not from the agent's state file).
+	ResultReason string
+	Rebooted     bool // post-patch only
 }
 
 // Result is the record of one hook's run.

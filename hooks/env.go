@@ -37,7 +37,9 @@ func (e Env) Environ() []string {
 		"PATCHD_CYCLE_ID=" + e.CycleID,
 		"PATCHD_TRIGGER=" + trigger,
 		"PATCHD_DOCUMENT=" + e.Document,
+		"PATCHD_DOCUMENT_ID=" + e.DocumentID,
 		"PATCHD_COMMAND_ID=" + e.CommandID,
+		"PATCHD_ASSOCIATION_ID=" + e.AssociationID,
 		"PATCHD_OPERATION=" + e.Operation,
 		"PATCHD_INSTANCE_ID=" + e.InstanceID,
 		"PATCHD_REGION=" + e.Region,
@@ -49,7 +51,7 @@ func (e Env) Environ() []string {
 		if result == "" {
 			result = "unknown"
 		}
-		env = append(env, "PATCHD_RESULT="+result, "PATCHD_REBOOTED="+boolEnv(e.Rebooted))
+		env = append(env, "PATCHD_RESULT="+result, "PATCHD_RESULT_REASON="+e.ResultReason, "PATCHD_REBOOTED="+boolEnv(e.Rebooted))
 	}
 	return env
 }

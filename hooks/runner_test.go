@@ -201,10 +201,10 @@ echo "own-group=$([ "$pgrp" = "$$" ] && echo yes || echo no)"
 		home = os.Getenv("HOME")
 	}
 	want := []string{
-		"HOME=" + home, "LANG=C.UTF-8", "PATCHD_ATTEMPT=3", "PATCHD_COMMAND_ID=0b1c2d3e-cmd",
-		"PATCHD_CYCLE_ID=c-42", "PATCHD_DOCUMENT=AWS-RunPatchBaseline", "PATCHD_DRY_RUN=0",
+		"HOME=" + home, "LANG=C.UTF-8", "PATCHD_ASSOCIATION_ID=", "PATCHD_ATTEMPT=3", "PATCHD_COMMAND_ID=0b1c2d3e-cmd",
+		"PATCHD_CYCLE_ID=c-42", "PATCHD_DOCUMENT=AWS-RunPatchBaseline", "PATCHD_DOCUMENT_ID=", "PATCHD_DRY_RUN=0",
 		"PATCHD_INSTANCE_ID=i-0123456789abcdef0", "PATCHD_OPERATION=Install", "PATCHD_PHASE=post-patch",
-		"PATCHD_REBOOTED=1", "PATCHD_REGION=eu-west-1", "PATCHD_RESULT=success", "PATCHD_TRIGGER=gate",
+		"PATCHD_REBOOTED=1", "PATCHD_REGION=eu-west-1", "PATCHD_RESULT=success", "PATCHD_RESULT_REASON=", "PATCHD_TRIGGER=gate",
 		"PATH=" + DefaultPath,
 	}
 	got := strings.Split(strings.TrimSpace(res[0].StdoutTail), "\n")

@@ -26,12 +26,14 @@ var rebootMarkers = []string{
 	"A plugin has requested a reboot",  // framework/coremanager/coremanager.go
 	"Processing reboot request",        // framework/coremanager/coremanager.go
 	"Rebooting the machine",            // rebooter/rebooter_unix.go
+	"rebooting the machine in",         // rebooter/rebooter_windows.go
 }
 
 var networkMarkers = []string{
 	"RequestError: send request failed",
 	"dial tcp",
 	"i/o timeout",
+	"I/O timeout", // session/communicator/websocketchannel.go
 	"no such host",
 	"network is unreachable",
 	"connectex",
@@ -39,6 +41,20 @@ var networkMarkers = []string{
 	"Rate exceeded",
 	"TLS handshake timeout",
 	"connection reset by peer",
+	"Failed to dial websocket",             // websocketutil/websocketutil.go
+	"Error while sending websocket ping",   // session/communicator/websocketchannel.go
+	"seconds due to no response",           // runcommand/mds/service.go: the long poll got no answer
+	"connection refused",                   // any dial to an endpoint
+	"Client.Timeout exceeded",              // net/http's timeout in an aws-sdk error
+	"context deadline exceeded (Client.Ti", // the same, cut differently
+}
+
+// controlChannelMarkers are failures to reach Session Manager's endpoint
+// whose cause is not on the line: a network failure unless the line names a
+// credential cause, so they are decided after credentials.
+var controlChannelMarkers = []string{
+	"Failed to get controlchannel token",  // session/controlchannel/controlchannel.go
+	"createControlChannel request failed", // session/service/service.go
 }
 
 var credentialMarkers = []string{
@@ -49,9 +65,16 @@ var credentialMarkers = []string{
 	"Signature expired",
 	"instance management role is not configured",
 	"unable to build RSA signature",        // ssm/rsaauth/ssm_rsaV4.go
+	"failed to build RSA signature",        // ssm/rsaauth/ssm_rsaV4.go
+	"Failed to get the v4 signature",       // session/communicator/websocketchannel.go
 	"Unauthorized request",                 // control channel
 	"before retrying retrieve credentials", // core/app/credentialrefresher
-	"Retrieve credentials produced error",  // core/app/credentialrefresher
+	"Retrieve credentials produced",        // core/app/credentialrefresher: error, aws error, unrecoverable aws error
+	"Credentials are not available when",   // core/app/credentialrefresher
+	"shared credentials are already expired",
+	"RequestManagedInstanceRoleToken", // managedInstances/rolecreds (on-premises)
+	"Agent failed to assume any identity",
+	"failed to find identity, retrying",
 	"Failed to connect to Systems Manager with instance profile role credentials",
 	"Failed to connect to Systems Manager with SSM role credentials",
 	"no EC2 instance role found",
@@ -64,10 +87,20 @@ var stopMarkers = []string{
 	"Stopping agent",      // setupcli
 	"Bye.",                // core/app/agent.go, agent/agent/agent.go
 	"got signal:",         // core/agent.go, agent/agent.go
+	"Got signal:",         // agent/agent.go (2.x)
 	"stop requested",      // coremanager.go, longrunning manager
 	"Shutting down amazon-ssm-agent",
 	"shutting down...", // processor.go: a document still in progress at shutdown
-	"Stopping SSM Agent Worker",
+	"Stopping ssm agent worker",
+	"Receiving stop signal, stop worker monitor",   // core/workerprovider/longrunningprovider
+	"Received stop/termination signal",             // core/app/agent.go
+	"Received termination message from core agent", // ipc/messagebus/respondent.go (worker)
+	"Stopping MessageGatewayService",               // session/session.go
+	"pool has been put into shutdown",              // task/pool.go, the processor's pools at stop
+	"Service received stop ChangeRequest",          // core/agent_windows.go
+	"Service received shutdown ChangeRequest",      // core/agent_windows.go
+	"Stopping SSM agent because sysprep",           // agent/agent_windows.go
+	"Successfully stopped agent",                   // setupcli
 }
 
 var startMarkers = []string{
@@ -80,26 +113,20 @@ var startMarkers = []string{
 	"Create new startup processor",  // agent/agent.go (worker start)
 	"Started amazon-ssm-agent",      // systemd
 	"Started snap.amazon-ssm-agent", // systemd, snap
+	"Starting up windows agent",     // core/agent_windows.go
 	// Windows: first line of a starting agent (longrunning/jobobject/jobobject_windows.go).
 	"Job object creation on SSM agent successful",
 }
 
+// commandEndMarkers: the agent worker's processor says once per document
+// run that it sends the document's complete response (processor.go), and
+// only then; per-step lines ("Sending plugin <step> completion message",
+// "received plugin: <step> result") and the other once-per-document lines
+// of the same end ("command: <id> complete", "execution of <id> is over",
+// the document worker's own "document complete response") are Other, so
+// that a document ends once.
 var commandEndMarkers = []string{
-	"result from Processor",    // runcommand/coremodule.go, processorwrappers
-	"complete response",        // processor.go, outofproc/messaging/backend.go
-	"Sending reply {",          // runcommand/service.go (2.x reply with the result)
-	"completion message",       // runpluginutil.go
-	"document worker closed",   // outofproc/worker/main.go
-	"received timedout signal", // outofproc/messaging/messaging.go
-	"listen reply channel closed",
-}
-
-var commandStartMarkers = []string{
-	"Running plugin ",                // runpluginutil.go
-	"started with configuration",     // plugins
-	"received plugin config message", // outofproc/messaging/backend.go
-	"Found in-progress document",     // processor.go (a resume)
-	"submission started",             // processor.go
+	"sending document: ", // with " complete response": processor.go
 }
 
 var healthMarkers = []string{
@@ -112,26 +139,29 @@ var healthMarkers = []string{
 
 // The marker sets, registered once; scan finds them all in one pass.
 var (
-	mReboot       = reg(rebootMarkers...)
-	mNetwork      = reg(networkMarkers...)
-	mCredentials  = reg(credentialMarkers...)
-	mStop         = reg(stopMarkers...)
-	mStart        = reg(startMarkers...)
-	mCommandEnd   = reg(commandEndMarkers...)
-	mCommandStart = reg(commandStartMarkers...)
-	mHealth       = reg(healthMarkers...)
+	mReboot         = reg(rebootMarkers...)
+	mNetwork        = reg(networkMarkers...)
+	mCredentials    = reg(credentialMarkers...)
+	mControlChannel = reg(controlChannelMarkers...)
+	mStop           = reg(stopMarkers...)
+	mStart          = reg(startMarkers...)
+	mCommandEnd     = reg(commandEndMarkers...)
+	mHealth         = reg(healthMarkers...)
 
-	mArch          = reg(", Arch: ")
-	mBanner        = reg("Amazon SSM Agent v")
-	mRunning       = reg(" is running")
-	mStarted       = reg(") started")
-	mCommandColon  = reg("command: ")
-	mExecutionOf   = reg("execution of ")
-	mIsOver        = reg(" is over")
-	mDocumentColon = reg("document: ")
-	mWorkerStarted = reg(" worker started")
-	mSession       = reg("[ssm-session-worker]")
-	mVersionCore   = reg("amazon-ssm-agent - v")
+	mArch             = reg(", Arch: ")
+	mBanner           = reg("Amazon SSM Agent v")
+	mRunning          = reg(" is running")
+	mStarted          = reg(") started")
+	mCompleteResponse = reg(" complete response")
+	mDocumentColon    = reg("document: ")
+	mWorkerStarted    = reg(" worker started")
+	mSession          = reg("[ssm-session-worker]")
+	mVersionCore      = reg("amazon-ssm-agent - v")
+	// The worker's banner "ssm-agent-worker - v3.3.1142.0" (agent/agent/agent.go),
+	// found by its end: every worker line's tag is "[ssm-agent-worker]",
+	// and a marker with those bytes would pass the scan's sieve on all of
+	// them. The document worker's banner ends the same way and is no start.
+	mVersionWorker = reg("worker - v")
 	mAwsSsm        = reg("aws.ssm.")
 	mSleeping      = reg("Sleeping for ")
 	mRetryCreds    = reg("before retrying retrieve credentials")
@@ -139,12 +169,12 @@ var (
 	mInProgress    = reg("Found in-progress document - ")
 	mDocumentSpace = reg("document ")
 	mSubmission    = reg("submission started")
-	mFacts         = or(mVersionCore, mBanner, mAwsSsm, mSleeping, mDocTag, mInProgress, mDocumentColon, mDocumentSpace)
+	mFacts         = or(mVersionCore, mVersionWorker, mBanner, mAwsSsm, mSleeping, mDocTag, mInProgress, mDocumentColon, mDocumentSpace)
 	// mKinds are the markers kindOf looks at: a line with none is Other.
-	mKinds = or(mReboot, mNetwork, mCredentials, mStop, mStart, mArch, mBanner, mStarted,
-		mCommandEnd, mCommandColon, mExecutionOf, mCommandStart, mDocumentColon, mHealth)
-	deciding = newDecider([]found{mReboot, mNetwork, mCredentials, mStop, mStart},
-		[]Kind{Reboot, NetworkError, CredentialsError, AgentStop, AgentStart})
+	mKinds = or(mReboot, mNetwork, mCredentials, mControlChannel, mStop, mStart, mArch, mBanner, mStarted, mVersionWorker,
+		mCommandEnd, mWorkerStarted, mHealth)
+	deciding = newDecider([]found{mReboot, mNetwork, mCredentials, mControlChannel, mStop, mStart},
+		[]Kind{Reboot, NetworkError, CredentialsError, NetworkError, AgentStop, AgentStart})
 )
 
 // decider knows the kinds that one marker decides by itself, which come
@@ -158,23 +188,22 @@ type decider struct {
 
 func newDecider(sets []found, kinds []Kind) decider {
 	var d decider
-	rank := map[Kind]int{}
+	var rank [maxMarkers]int
 	for i := len(sets) - 1; i >= 0; i-- { // a marker in two sets is of the first
-		rank[kinds[i]] = i
 		d.set = or(d.set, sets[i])
 		for id := 0; id < maxMarkers; id++ {
 			if sets[i][id/64]&(1<<(id%64)) != 0 {
-				d.kind[id] = kinds[i]
+				d.kind[id], rank[id] = kinds[i], i
 			}
 		}
 	}
 	last := 0
 	for id := 0; id < maxMarkers; id++ {
-		if k := d.kind[id]; k != "" {
-			if rank[k] < last {
+		if d.kind[id] != "" {
+			if rank[id] < last {
 				panic("agentlog: marker sets registered out of kindOf's order") // a programming error, at init
 			}
-			last = rank[k]
+			last = rank[id]
 		}
 	}
 	return d
@@ -185,16 +214,16 @@ func newDecider(sets []found, kinds []Kind) decider {
 // network cause (which wins over a credential context on the same line),
 // then credentials, stop, start, command end and start, health.
 func Classify(l *Line) Kind {
-	k, _ := classify(l, nil)
+	k, _ := classify(table(), l, nil)
 	return k
 }
 
 // classify is Classify that also returns the markers found and sets their
 // positions in at (when not nil), which extract reuses instead of searching
 // the line again.
-func classify(l *Line, at *positions) (Kind, found) {
+func classify(t *sieves, l *Line, at *positions) (Kind, found) {
 	m := l.Msg
-	f := scan(view(m), at)
+	f := scanWith(t, view(m), at)
 	if len(l.Program) > 0 && l.Foreign() {
 		return classifyForeign(l.Program, m), f
 	}
@@ -215,13 +244,13 @@ func kindOf(f found, m []byte) Kind {
 	// A session worker shares the document worker's code and messages but
 	// runs Session Manager sessions, not commands.
 	session := f.any(mSession)
-	if f.any(mCommandEnd) || isCommandComplete(f, m) {
+	if f.any(mCommandEnd) && f.any(mCompleteResponse) {
 		if session {
 			return Other
 		}
 		return CommandEnd
 	}
-	if f.any(mCommandStart) || (f.any(mDocumentColon) && f.any(mWorkerStarted)) {
+	if f.any(mDocumentColon) && f.any(mWorkerStarted) {
 		if session {
 			return Other
 		}
@@ -233,22 +262,16 @@ func kindOf(f found, m []byte) Kind {
 	return Other
 }
 
+const workerBanner = "ssm-agent-worker - v"
+
 // isStartLine matches start markers made of two parts. "OS: " and "(pid:"
 // are too short for the scan's stride and count only next to their longer
 // part, so they are searched for only when it is there.
 func isStartLine(f found, m []byte) bool {
 	return (f.any(mArch) && has(m, "OS: ")) ||
+		(f.any(mVersionWorker) && has(m, workerBanner)) ||
 		(f.any(mBanner) && f.any(mRunning)) ||
 		(f.any(mStarted) && has(m, "(pid:")) // "Worker ssm-agent-worker (pid:N) started"
-}
-
-// isCommandComplete matches "command: aws.ssm.<cmd>.<inst> complete" and
-// "execution of <MessageID> is over".
-func isCommandComplete(f found, m []byte) bool {
-	if f.any(mCommandColon) && bytes.HasSuffix(bytes.TrimRight(m, " "), []byte(" complete")) {
-		return true
-	}
-	return f.any(mExecutionOf) && f.any(mIsOver)
 }
 
 // classifyForeign handles lines from other programs in journald output:
@@ -269,17 +292,17 @@ func classifyForeign(prog, m []byte) Kind {
 // refine lets a continuation line sharpen a problem entry's kind: the agent
 // prints aws-sdk errors as "caused by:" chains, so the network cause of a
 // credential failure is often on the second or third line.
-func refine(k Kind, level string, cont []byte) Kind {
+func refine(t *sieves, k Kind, level string, cont []byte) Kind {
 	switch k {
 	case CredentialsError:
-		if scan(view(cont), nil).any(mNetwork) {
+		if scanWith(t, view(cont), nil).any(mNetwork) {
 			return NetworkError
 		}
 	case Other:
 		if level != "WARN" && level != "ERROR" && level != "CRITICAL" {
 			return k
 		}
-		f := scan(view(cont), nil)
+		f := scanWith(t, view(cont), nil)
 		if f.any(mNetwork) {
 			return NetworkError
 		}
@@ -299,7 +322,20 @@ func standalone(l *Line) bool {
 	if dotsOnly(bytes.TrimSpace(l.Msg)) { // a pasted "..."
 		return true
 	}
+	if isSeparator(l.Msg) {
+		return true
+	}
 	return has(l.Msg, "Initializing new seelog logger") || has(l.Msg, "New Seelog Logger Creation Complete")
+}
+
+// isSeparator reports whether m is a line that a tool put between entries:
+// grep's "--" between context groups, journalctl's "-- Boot <id> --" and
+// "-- Logs begin at ... --". It belongs to no entry.
+func isSeparator(m []byte) bool {
+	if len(m) < 2 || m[0] != '-' || m[1] != '-' {
+		return false
+	}
+	return len(m) == 2 || (m[2] == ' ' && bytes.HasSuffix(m, []byte(" --")))
 }
 
 // dotsOnly reports whether m is one or more of '.' and '…': what
@@ -330,6 +366,9 @@ func extract(ev *Event, m string, f found, at *positions) {
 	}
 	if f.any(mVersionCore) {
 		ev.AgentVersion = version(after(m, at, mVersionCore))
+	}
+	if ev.AgentVersion == "" && f.any(mVersionWorker) && strings.Contains(m, workerBanner) {
+		ev.AgentVersion = version(after(m, at, mVersionWorker))
 	}
 	if ev.AgentVersion == "" && f.any(mBanner) {
 		ev.AgentVersion = version(after(m, at, mBanner))

@@ -46,6 +46,8 @@ type Classifier struct {
 	// lastKind is what continuation lines after a flush carry.
 	lastKind Kind
 	stamps   stampCache
+	// sieves are the marker tables, taken once from table.
+	sieves *sieves
 }
 
 // Feed classifies one physical line (without its newline). start and end
@@ -53,13 +55,16 @@ type Classifier struct {
 // passed through to Entry.
 func (c *Classifier) Feed(b []byte, start, end int64) {
 	c.lineNo++
+	if c.sieves == nil {
+		c.sieves = table()
+	}
 	var l Line
 	l.parse(b, &c.stamps)
 	if l.Level == "" && !standalone(&l) {
 		if c.pending {
 			c.cur.Lines++
 			c.cur.End = end
-			c.cur.Kind = refine(c.cur.Kind, c.cur.Level, l.Msg)
+			c.cur.Kind = refine(c.sieves, c.cur.Kind, c.cur.Level, l.Msg)
 			return
 		}
 		kind := c.lastKind
@@ -79,7 +84,7 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 	}
 	c.msg = append(c.msg[:0], l.Msg...)
 	var kind Kind
-	kind, c.found = classify(&l, &c.at)
+	kind, c.found = classify(c.sieves, &l, &c.at)
 	c.cur = Entry{
 		Event:     Event{Time: l.Time, File: c.File, Level: level, Kind: kind},
 		FirstLine: c.lineNo, Lines: 1, Start: start, End: end,

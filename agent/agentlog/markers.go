@@ -4,6 +4,7 @@ import (
 	"math/bits"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // markerTable finds every marker of the classifier in one pass over a line,
@@ -19,9 +20,16 @@ import (
 // entries by the rank of its bit and checks each as a word before the whole
 // marker. The cost is well under a nanosecond per byte whatever the number
 // of markers, instead of one substring search per marker.
+//
+// Registering a marker (reg, at package init) only gives it an id; the
+// sieves are built once, on the first scan (table), so that a patchd
+// command that never reads a log pays nothing for them at start-up.
 type markerTable struct {
 	pats []string
-	ids  map[string]int
+}
+
+// sieves are the markerTable's lookup structures, built from its patterns.
+type sieves struct {
 	// wide is keyed by eight bytes, narrow by four.
 	wide, narrow sieve
 	// alone are the markers too short for the stride, searched for one by
@@ -40,8 +48,6 @@ type sieve struct {
 	// of hash number k are entries[at[k]:at[k+1]].
 	entries []entry
 	at      []uint16
-	// byHash is what entries and at are built from, at init.
-	byHash map[uint32][]entry
 }
 
 // entry is a marker entered under a block.
@@ -74,65 +80,71 @@ const maxMarkers = 64 * len(found{})
 
 var markers markerTable
 
-// reg registers patterns and returns their set.
+// reg registers patterns and returns their set. It runs at package init:
+// ids only, by a search of the few patterns registered so far.
 func reg(pats ...string) found {
-	if markers.ids == nil {
-		markers.ids = map[string]int{}
-	}
 	var f found
 	for _, p := range pats {
 		if len(p) < 4 {
 			panic("agentlog: marker too short for the scan: " + p) // a programming error, at init
 		}
-		id, ok := markers.ids[p]
-		if !ok {
+		id := slices.Index(markers.pats, p)
+		if id < 0 {
 			id = len(markers.pats)
 			if id >= maxMarkers {
 				panic("agentlog: too many markers") // a programming error, at init
 			}
 			markers.pats = append(markers.pats, p)
-			markers.ids[p] = id
-			if len(p) < stride+3 {
-				markers.alone = append(markers.alone, id)
-			} else {
-				for off := 0; off < stride; off++ {
-					if len(p)-off >= 8 {
-						b := le64(p[off:])
-						markers.wide.add(hash8(b), entry{block: b, id: uint8(id), off: uint8(off)})
-					} else {
-						b := le32(p[off:])
-						markers.narrow.add(hash4(b), entry{block: uint64(b), id: uint8(id), off: uint8(off)})
-					}
-				}
-			}
 		}
 		f[id/64] |= 1 << (id % 64)
 	}
 	return f
 }
 
-// add enters e under h and lays the entries out again by the number of
-// their hash (at init only).
-func (s *sieve) add(h uint32, e entry) {
-	if s.byHash == nil {
-		s.byHash = map[uint32][]entry{}
+// table returns the sieves of every registered marker, built on first use.
+var table = sync.OnceValue(func() *sieves { return buildSieves(markers.pats) })
+
+// buildSieves enters each marker under its blocks at offsets 0 to stride-1.
+func buildSieves(pats []string) *sieves {
+	t := &sieves{}
+	wide, narrow := map[uint32][]entry{}, map[uint32][]entry{}
+	for id, p := range pats {
+		if len(p) < stride+3 {
+			t.alone = append(t.alone, id)
+			continue
+		}
+		for off := 0; off < stride; off++ {
+			if len(p)-off >= 8 {
+				b := le64(p[off:])
+				wide[hash8(b)] = append(wide[hash8(b)], entry{block: b, id: uint8(id), off: uint8(off)})
+			} else {
+				b := le32(p[off:])
+				narrow[hash4(b)] = append(narrow[hash4(b)], entry{block: uint64(b), id: uint8(id), off: uint8(off)})
+			}
+		}
 	}
-	s.bits[h>>6] |= 1 << (h & 63)
-	s.byHash[h] = append(s.byHash[h], e)
+	t.wide.fill(wide)
+	t.narrow.fill(narrow)
+	return t
+}
+
+// fill sets the bits of the hashes in byHash and lays their entries out
+// by the number of their hash.
+func (s *sieve) fill(byHash map[uint32][]entry) {
+	hashes := make([]uint32, 0, len(byHash))
+	for h := range byHash {
+		s.bits[h>>6] |= 1 << (h & 63)
+		hashes = append(hashes, h)
+	}
 	n := 0
 	for w, word := range s.bits {
 		s.rank[w] = uint16(n)
 		n += bits.OnesCount64(word)
 	}
-	hashes := make([]uint32, 0, len(s.byHash))
-	for h := range s.byHash {
-		hashes = append(hashes, h)
-	}
 	slices.Sort(hashes)
-	s.entries, s.at = s.entries[:0], s.at[:0]
 	for _, h := range hashes {
 		s.at = append(s.at, uint16(len(s.entries)))
-		s.entries = append(s.entries, s.byHash[h]...)
+		s.entries = append(s.entries, byHash[h]...)
 	}
 	s.at = append(s.at, uint16(len(s.entries)))
 }
@@ -152,28 +164,32 @@ func (s *sieve) lookup(h uint32) []entry {
 
 // scan returns the markers m contains and, when at is not nil, sets their
 // first positions in it.
-func scan(m string, at *positions) found {
+func scan(m string, at *positions) found { return scanWith(table(), m, at) }
+
+// scanWith is scan with the sieves in hand: the Classifier keeps them, so
+// that a line does not pay for table's check that they are built.
+func scanWith(t *sieves, m string, at *positions) found {
 	var f found
 	i := 0
 	for ; i+8 <= len(m); i += stride {
 		x := le64(m[i : i+8])
 		h8, h4 := hash8(x), hash4(uint32(x))
 		// Both bits at once: one branch, rarely taken, instead of two.
-		if (markers.wide.bits[h8>>6]>>(h8&63)|markers.narrow.bits[h4>>6]>>(h4&63))&1 == 0 {
+		if (t.wide.bits[h8>>6]>>(h8&63)|t.narrow.bits[h4>>6]>>(h4&63))&1 == 0 {
 			continue
 		}
-		f.check(m, i, x, markers.wide.lookup(h8), at)
-		f.check(m, i, uint64(uint32(x)), markers.narrow.lookup(h4), at)
+		f.check(m, i, x, t.wide.lookup(h8), at)
+		f.check(m, i, uint64(uint32(x)), t.narrow.lookup(h4), at)
 	}
 	// Fewer than eight bytes left: only a marker entered under four of
 	// them can still have its block here.
 	for ; i+4 <= len(m); i += stride {
 		b := le32(m[i : i+4])
-		if h4 := hash4(b); markers.narrow.has(h4) {
-			f.check(m, i, uint64(b), markers.narrow.lookup(h4), at)
+		if h4 := hash4(b); t.narrow.has(h4) {
+			f.check(m, i, uint64(b), t.narrow.lookup(h4), at)
 		}
 	}
-	for _, id := range markers.alone {
+	for _, id := range t.alone {
 		if i := index(m, markers.pats[id]); i >= 0 {
 			f.add(id, i, at)
 		}

@@ -57,8 +57,13 @@ func (l *Line) parse(b []byte, tc *stampCache) {
 		if len(b) > 20 && b[10] == 'T' {
 			b, l.Program = stripSyslog(b)
 		}
-	} else {
+	} else if len(b) > 0 {
 		b, l.Program = stripSyslog(b)
+		if l.Program == nil {
+			if g := stripGrep(b, tc); len(g) != len(b) {
+				b, l.Program = stripSyslog(g) // grep over a syslog file
+			}
+		}
 	}
 	if t, n, ok := parseStamp(b, tc); ok {
 		rest := b[n:]
@@ -69,13 +74,94 @@ func (l *Line) parse(b []byte, tc *stampCache) {
 		}
 	}
 	// seelog's console format is "%LEVEL %Msg" with no date; lines like that
-	// appear in pasted console output and in the journal.
-	if lv, m, ok := parseLevel(b); ok && m < len(b) {
+	// appear in pasted console output and in the journal, and so do lines
+	// whose timestamp was cut off before the level (" INFO [Component] ...").
+	lb := b
+	for len(lb) > 0 && lb[0] == ' ' {
+		lb = lb[1:]
+	}
+	if lv, m, ok := parseLevel(lb); ok && m < len(lb) {
 		l.Level = lv
-		l.Msg, l.Source = stripSource(b[m:])
+		l.Msg, l.Source = stripSource(lb[m:])
 		return
 	}
 	l.Msg = b
+}
+
+// stripGrep removes the file prefix grep puts before each line of several
+// files: "<path>:<line>:" (grep -rn), "<path>-<line>-" (a context line of
+// grep -C) and "<path>:" (grep -r). A path is taken as one only when it is
+// followed by an agent line, or when it is the path last seen that way
+// (tc remembers it), so that a continuation line ("caused by: x") is not
+// cut at its first colon.
+func stripGrep(b []byte, tc *stampCache) []byte {
+	if tc != nil && len(tc.grep) > 0 && len(b) > len(tc.grep) && string(b[:len(tc.grep)]) == string(tc.grep) {
+		if sep := b[len(tc.grep)]; sep == ':' || sep == '-' {
+			if rest, ok := afterLineNo(b[len(tc.grep)+1:], sep); ok {
+				return rest
+			}
+			if sep == ':' {
+				return b[len(tc.grep)+1:]
+			}
+		}
+	}
+	if b[0] == ' ' || b[0] == '\t' || b[0] == '{' || b[0] == '"' {
+		return b
+	}
+	// The path ends at a separator followed by what an agent line or a
+	// line number begins with. Paths have no spaces in practice: a space
+	// first means this is no prefix.
+	for i := 1; i < len(b) && i < 4096; i++ {
+		c := b[i]
+		if c == ' ' || c == '\t' {
+			return b
+		}
+		if (c != ':' && c != '-') || i+1 >= len(b) {
+			continue
+		}
+		rest := b[i+1:]
+		if r, ok := afterLineNo(rest, c); ok {
+			rest = r
+		} else if c == '-' {
+			continue
+		}
+		if !agentLineStart(rest) {
+			if _, prog := stripSyslog(rest); prog == nil {
+				continue
+			}
+		}
+		if tc != nil {
+			tc.grep = append(tc.grep[:0], b[:i]...)
+		}
+		return rest
+	}
+	return b
+}
+
+// afterLineNo reads "<digits><sep>" at the start of b.
+func afterLineNo(b []byte, sep byte) ([]byte, bool) {
+	n := 0
+	for n < len(b) && n < 12 && isDigit(b[n]) {
+		n++
+	}
+	if n == 0 || n >= len(b) || b[n] != sep {
+		return b, false
+	}
+	return b[n+1:], true
+}
+
+// agentLineStart reports whether b begins as an agent line does: its date
+// and time and a level, or a level after a cut timestamp.
+func agentLineStart(b []byte) bool {
+	if _, n, ok := parseStamp(b, nil); ok {
+		_, _, ok := parseLevel(b[n:])
+		return ok
+	}
+	for len(b) > 0 && b[0] == ' ' {
+		b = b[1:]
+	}
+	_, m, ok := parseLevel(b)
+	return ok && m < len(b)
 }
 
 func trimCR(b []byte) []byte {
@@ -166,6 +252,9 @@ type stampCache struct {
 	key  [16]byte
 	base time.Time // key's minute at second 0
 	ok   bool
+	// grep is the "<path>:" or "<path>-" of grep output last seen before
+	// an agent line, so that the continuation lines after it lose it too.
+	grep []byte
 }
 
 // has reports whether key is the cached minute. Two words, not a string
@@ -269,8 +358,10 @@ var months = []string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "S
 
 // stripSyslog removes a journald/syslog prefix: "Mmm dd hh:mm:ss host tag: "
 // (BSD syslog, journalctl's default) or "<RFC 3339 time> host tag: "
-// (rsyslog's high-precision format, journalctl -o short-iso). The tag is
-// "program[pid]" or "program". Without both host and tag it is no prefix.
+// (rsyslog's high-precision format, journalctl -o short-iso), either
+// without its host (the snap's journal lines as some tools show them), or
+// the tag alone, "program[pid]: " (journalctl -o cat's neighbours, syslog
+// lines without the time). The tag is "program[pid]" or "program".
 func stripSyslog(b []byte) (rest, program []byte) {
 	n := 0
 	switch {
@@ -286,34 +377,54 @@ func stripSyslog(b []byte) (rest, program []byte) {
 		}
 		n = 19 + sp + 1
 	default:
+		// The tag alone must have its pid: "word: " is a message too.
+		if end, ok := tagEnd(b, 0); ok && b[end-1] == ']' {
+			return tagRest(b, 0, end)
+		}
 		return b, nil
 	}
-	// host
+	// "tag: " right after the time (no host), or "host tag: ".
+	if end, ok := tagEnd(b, n); ok {
+		return tagRest(b, n, end)
+	}
 	sp := bytes.IndexByte(b[n:], ' ')
 	if sp <= 0 {
 		return b, nil
 	}
 	n += sp + 1
-	// tag, ending in ": " or ":" at the end of the line
-	colon := -1
-	for i := n; i < len(b) && i < n+128; i++ {
-		c := b[i]
-		if c == ':' {
-			colon = i
-			break
-		}
-		if c == ' ' {
-			return b, nil
-		}
-	}
-	if colon <= n {
+	end, ok := tagEnd(b, n)
+	if !ok {
 		return b, nil
 	}
-	tag := b[n:colon]
+	return tagRest(b, n, end)
+}
+
+// tagEnd finds the ':' that ends a syslog tag beginning at b[n]: the tag
+// has no space, is not empty, and its ':' is followed by a space or the
+// end of the line.
+func tagEnd(b []byte, n int) (int, bool) {
+	for i := n; i < len(b) && i < n+128; i++ {
+		switch b[i] {
+		case ':':
+			if i == n || (i+1 < len(b) && b[i+1] != ' ') {
+				return 0, false
+			}
+			return i, true
+		case ' ', '\t':
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// tagRest splits at the tag b[n:end]: the message after ": " and the
+// program name (the tag without "[pid]").
+func tagRest(b []byte, n, end int) (rest, program []byte) {
+	tag := b[n:end]
 	if i := bytes.IndexByte(tag, '['); i > 0 {
 		tag = tag[:i]
 	}
-	rest = b[colon+1:]
+	rest = b[end+1:]
 	if len(rest) > 0 && rest[0] == ' ' {
 		rest = rest[1:]
 	}

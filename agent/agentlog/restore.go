@@ -9,7 +9,13 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/patchd/patchd/agent/safeopen"
 )
+
+// maxStateFileSize bounds the offsets file: it holds a few lines per
+// followed file.
+const maxStateFileSize = 1 << 20
 
 // restore opens the files where the last run stopped. Without an offsets
 // file (first start) or with a corrupt one, reading starts at the end of the
@@ -18,7 +24,7 @@ import (
 // what the journal recorded after the offsets were written; an error then
 // is the journal's, and stops the Tailer.
 func (t *Tailer) restore() error {
-	data, err := os.ReadFile(t.o.StatePath)
+	data, err := safeopen.ReadFile(t.o.StatePath, maxStateFileSize)
 	var st offsetsState
 	fresh := false
 	switch {
@@ -198,7 +204,9 @@ func matchesFingerprint(path string, f fileState) bool {
 	if f.FingerprintLen == 0 {
 		return true
 	}
-	fh, err := os.Open(path)
+	// A FIFO at the name (its inode may be the old file's, reused) must
+	// not block the restore.
+	fh, err := safeopen.Open(path)
 	if err != nil {
 		return false
 	}

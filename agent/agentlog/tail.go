@@ -14,8 +14,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/jonboulle/clockwork"
-
 	"github.com/patchd/patchd/agent/atomicfile"
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // Options configure a Tailer.
@@ -457,9 +457,11 @@ func (t *Tailer) retire(fl *follower, now time.Time) {
 	t.dirty = true
 }
 
-// open opens path and positions it at off.
+// open opens path and positions it at off. Only a regular file is opened,
+// without blocking: a FIFO put at a log's name while patchd was down would
+// otherwise hold the tailer (and patchd's start) for good.
 func (t *Tailer) open(name, path string, off int64) (*source, error) {
-	f, err := os.Open(path)
+	f, err := safeopen.Open(path)
 	if err != nil {
 		return nil, err
 	}

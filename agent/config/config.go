@@ -29,6 +29,9 @@ type Config struct {
 	IMDS      IMDS      `yaml:"imds"`
 	Agent     Agent     `yaml:"agent"`
 	HostState HostState `yaml:"host_state"`
+	// Fleet view in Systems Manager (fleet.go).
+	Inventory Inventory `yaml:"inventory"`
+	SSM       SSM       `yaml:"ssm"`
 }
 
 // Paths are the host paths patchd reads and writes. Tests point them at
@@ -131,7 +134,7 @@ var Phases = []string{"pre-patch", "pre-reboot", "post-patch"}
 
 // Default returns the built-in configuration (docs/design.md, "Paths").
 func Default() Config {
-	return Config{
+	c := Config{
 		Paths: Paths{
 			Hooks:     "/etc/patchd/hooks.d",
 			State:     "/var/lib/patchd",
@@ -174,6 +177,8 @@ func Default() Config {
 			PatchConfigurationDir: "/var/log/amazon/ssm/patch-configuration",
 		},
 	}
+	fleetDefaults(&c)
+	return c
 }
 
 // HookTimeout is the timeout for one hook of phase.

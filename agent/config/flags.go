@@ -133,6 +133,7 @@ func AddFlags(app *kingpin.Application) *Flags {
 	boolean("host-state.refresh-cache", "Let dnf/yum refresh repository metadata when counting updates.", func(c *Config) *bool { return &c.HostState.RefreshCache })
 	str("host-state.reboot-required-file", "Debian/Ubuntu reboot marker file.", func(c *Config) *string { return &c.HostState.RebootRequiredFile })
 	str("host-state.patch-configuration-dir", "Directory of the patch payload's local JSON files.", func(c *Config) *string { return &c.HostState.PatchConfigurationDir })
+	fleetFlags(str, boolean, dur)
 	return f
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"os"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/patchd/patchd/agent/safeopen"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -56,12 +56,19 @@ func (ps Problems) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// MaxFileSize bounds the configuration file: a real one is a few KiB, and a
+// link to /dev/zero or a runaway generator must not be read until the
+// kernel kills patchd.
+const MaxFileSize = 1 << 20
+
 // Load reads the file at path over the defaults. A missing file is not an
 // error when allowMissing is set (the built-in defaults then apply), so the
 // CLI works on hosts where the package's file was removed.
 func Load(file string, allowMissing bool) (Config, error) {
 	cfg := Default()
-	data, err := os.ReadFile(file)
+	// A FIFO or device as the configuration must fail here, not block
+	// patchd at start with SIGTERM ignored.
+	data, err := safeopen.ReadFile(file, MaxFileSize)
 	if err != nil {
 		if allowMissing && errors.Is(err, fs.ErrNotExist) {
 			return cfg, nil
@@ -373,6 +380,7 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 	positive("host_state.command_timeout", c.HostState.CommandTimeout)
 	absPath("host_state.reboot_required_file", c.HostState.RebootRequiredFile)
 	absPath("host_state.patch_configuration_dir", c.HostState.PatchConfigurationDir)
+	c.validateFleet(add)
 	if len(ps) == 0 {
 		return nil
 	}

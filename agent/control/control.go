@@ -1,6 +1,6 @@
 // Package control is the local control channel between the patchd CLI and
-// the daemon: HTTP over a unix socket that only root can open (mode 0600 in a
-// 0755 directory). Parts of the daemon register their handlers on the
+// the daemon: HTTP over a unix socket that only root can open (mode 0600 from
+// the moment it appears at its path, in a 0755 directory). Parts of the daemon register their handlers on the
 // server's mux; the CLI uses Client.
 package control
 
@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,6 +25,9 @@ type Server struct {
 	Path   string
 	Mux    *http.ServeMux
 	Logger *slog.Logger
+	// IdleTimeout closes idle keep-alive connections; zero means
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
 }
 
 // NewServer returns a server for the socket at path.
@@ -31,26 +35,31 @@ func NewServer(path string, logger *slog.Logger) *Server {
 	return &Server{Path: path, Mux: http.NewServeMux(), Logger: logger}
 }
 
+// DefaultIdleTimeout closes a keep-alive connection the CLI left idle. The
+// CLI sends one request per connection; a client that keeps thousands of
+// connections open must not hold patchd's file descriptors forever.
+const DefaultIdleTimeout = 30 * time.Second
+
 // Run listens until ctx is done. A stale socket left by a killed patchd is
-// replaced; a live one (another patchd running) is an error.
+// replaced; a live one (another patchd running) is an error, and so is
+// anything that is not a socket: patchd never deletes a file or directory
+// it did not make.
 func (s *Server) Run(ctx context.Context) error {
 	if err := os.MkdirAll(filepath.Dir(s.Path), 0o755); err != nil {
 		return fmt.Errorf("control socket %s: %w", s.Path, err)
 	}
-	if c, err := net.DialTimeout("unix", s.Path, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("control socket %s: another patchd is already listening there; stop it first", s.Path)
+	if err := s.checkStale(); err != nil {
+		return err
 	}
-	_ = os.Remove(s.Path)
-	l, err := net.Listen("unix", s.Path)
+	l, err := listenPrivate(s.Path)
 	if err != nil {
 		return fmt.Errorf("control socket %s: %w", s.Path, err)
 	}
-	if err := os.Chmod(s.Path, 0o600); err != nil {
-		l.Close()
-		return fmt.Errorf("control socket %s: %w", s.Path, err)
+	idle := s.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
 	}
-	srv := &http.Server{Handler: s.Mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.Mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idle}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {
@@ -63,6 +72,81 @@ func (s *Server) Run(ctx context.Context) error {
 		return nil
 	case err := <-errc:
 		return fmt.Errorf("control socket %s: %w", s.Path, err)
+	}
+}
+
+// checkStale makes the socket path free: nothing there, or a socket nobody
+// listens on (left by a killed patchd), which is removed.
+func (s *Server) checkStale() error {
+	fi, err := os.Lstat(s.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", s.Path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("control socket %s: a %s is there, not a socket; patchd replaces only a stale socket: "+
+			"move it away or set control.socket (--control.socket) to another path", s.Path, describeType(fi.Mode()))
+	}
+	if c, err := net.DialTimeout("unix", s.Path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("control socket %s: another patchd is already listening there; stop it first", s.Path)
+	}
+	if err := os.Remove(s.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("control socket %s: removing the stale socket: %w", s.Path, err)
+	}
+	return nil
+}
+
+// listenPrivate binds the socket where nobody else can reach it, a fresh
+// 0700 directory beside path, makes it 0600 there and only then renames it
+// to path. bind(2) creates the file with the process umask, so binding at
+// path directly would leave it open to every local user (umask 000) until
+// the chmod; and umask is process-wide, so changing it around bind would
+// race every other goroutine that creates files.
+func listenPrivate(path string) (*net.UnixListener, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".ctl-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, err
+	}
+	tmp := filepath.Join(dir, "s")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	// The listener's own name is the temporary one; closing must not
+	// unlink whatever is there by then.
+	l.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func describeType(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m.IsRegular():
+		return "regular file"
+	case m&fs.ModeSymlink != 0:
+		return "symbolic link"
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	default:
+		return "file of type " + m.Type().String()
 	}
 }
 
@@ -106,6 +190,15 @@ func NewClient(path string, timeout time.Duration) *Client {
 // ErrUnreachable wraps failures to reach the daemon at all.
 var ErrUnreachable = errors.New("patchd daemon unreachable")
 
+// APIError is a non-2xx answer of the daemon: it is running and said no.
+// Status tells the CLI which exit code to use.
+type APIError struct {
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string { return "patchd: " + e.Message }
+
 // Do sends method to the API path with body in (may be nil) and decodes a
 // JSON answer into out (may be nil). A non-2xx answer is an error carrying
 // the daemon's message.
@@ -134,9 +227,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode/100 != 2 {
 		var e ErrorReply
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("patchd: %s", e.Error)
+			return &APIError{Status: resp.StatusCode, Message: e.Error}
 		}
-		return fmt.Errorf("patchd: %s: %s", resp.Status, strings.TrimSpace(string(data)))
+		return &APIError{Status: resp.StatusCode, Message: resp.Status + ": " + strings.TrimSpace(string(data))}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {

@@ -45,7 +45,7 @@ type Settings struct {
 // Options build an Engine.
 type Options struct {
 	StateDir  string
-	AgentData string // to check, after a restart, whether the document is still there
+	AgentData string // to guess the instance id of a cycle without a document
 	Runner    Runner
 	Packages  ledger.Snapshotter // nil: no package ledger
 	// SnapshotDelay holds the open-time package snapshot back a moment, so
@@ -65,6 +65,10 @@ type Options struct {
 	// AfterPersist is called after every write of cycle.json with its
 	// count since start; tests use it to crash patchd at each step.
 	AfterPersist func(n int)
+	// OnClosed is told of every closed cycle after its ledger entry and
+	// state are written; it must only enqueue (the inventory and the
+	// compliance report follow it).
+	OnClosed func(ledger.Entry)
 }
 
 // Engine is the cycle actor. Producers call Command, Log and Gate from any
@@ -149,7 +153,7 @@ func (e *Engine) Command(ev ssm.CommandEvent) { e.enqueue(ev) }
 // strings are valid only during the call (agentlog.Event): what is queued
 // is a clone.
 func (e *Engine) Log(ev agentlog.Event) {
-	if ev.Kind == agentlog.Reboot || ev.Kind == agentlog.CommandEnd {
+	if ev.Kind == agentlog.Reboot || ev.Kind == agentlog.CommandEnd || strings.Contains(ev.Message, cleanupMarker) {
 		e.enqueue(ev.Clone())
 	}
 }
@@ -158,27 +162,21 @@ func (e *Engine) Log(ev agentlog.Event) {
 // the command watcher's first scan.
 type recheckMsg struct{ present map[string]bool }
 
-// DocumentsScanned tells the engine that the command watcher has made its
-// first scan; it is called from the watcher's goroutine before it reports
-// anything else. A document the agent deleted between the resume's look
-// and that scan produces no event, so the folders are listed here, at the
-// scan, and the engine ends the cycle only if its document was absent then
-// (one present then is the watcher's to report, with its final status).
-func (e *Engine) DocumentsScanned() {
-	if e.o.AgentData == "" {
-		return
+// DocumentsScanned takes the command watcher's first scan: the state files
+// it holds present in pending/ and current/ (ssm.WithFirstScan). It is
+// called from the watcher's goroutine before the watcher reports anything
+// else. The watcher is the one judge of which documents exist: one present
+// then gets an event when it leaves, with its last status; one absent
+// left while patchd did not watch and gets no event, so the open cycle
+// following it ends here. The engine never lists the agent's folders
+// itself, which could see a file the watcher does not hold and then wait
+// for an event that never comes.
+func (e *Engine) DocumentsScanned(present []string) {
+	m := make(map[string]bool, len(present))
+	for _, p := range present {
+		m[filepath.Base(p)] = true
 	}
-	present := map[string]bool{}
-	for _, f := range []ssm.Folder{ssm.Pending, ssm.Current} {
-		paths, err := ssm.ListFolder(e.o.AgentData, f)
-		if err != nil {
-			return // cannot tell: events and the failsafe decide
-		}
-		for _, p := range paths {
-			present[filepath.Base(p)] = true
-		}
-	}
-	e.enqueue(recheckMsg{present: present})
+	e.enqueue(recheckMsg{present: m})
 }
 
 func (e *Engine) enqueue(m any) {
@@ -231,7 +229,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			// Gates still queued get an answer rather than a hung socket.
 			for _, m := range e.take() {
 				if g, ok := m.(gateMsg); ok {
-					g.reply <- GateReply{Error: "patchd is stopping; run the gate again once it is back"}
+					g.reply <- GateReply{Error: "patchd is stopping; run the gate again once it is back", Unavailable: true}
 				}
 			}
 			return nil
@@ -240,7 +238,7 @@ func (e *Engine) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					// Unanswered gates learn that patchd is stopping.
 					if g, ok := m.(gateMsg); ok {
-						g.reply <- GateReply{Error: "patchd is stopping; run the gate again once it is back"}
+						g.reply <- GateReply{Error: "patchd is stopping; run the gate again once it is back", Unavailable: true}
 					}
 					continue
 				}
@@ -294,27 +292,16 @@ func (e *Engine) resume(ctx context.Context) {
 		e.startSnapshot(ctx)
 	}
 	e.log.Info("resuming patch cycle", "cycle", c.ID, "trigger", c.Trigger, "document", c.Document.DocumentID, "phase", c.Phase)
-	e.checkDocumentGone()
+	// Whether the document left while patchd was down is the command
+	// watcher's to say, at its first scan (DocumentsScanned).
 	e.advance(ctx)
-}
-
-// checkDocumentGone ends the open cycle when its document has left the
-// agent's state folders while nobody watched: no event will ever say so.
-func (e *Engine) checkDocumentGone() {
-	c := e.st.Current
-	if c == nil || c.Ended {
-		return
-	}
-	if id := e.endDocument(c); id != "" && !e.documentPresent(id) {
-		e.endUnwatched(c, id)
-	}
 }
 
 // endUnwatched ends a cycle whose document left while nobody watched.
 func (e *Engine) endUnwatched(c *Cycle, id string) {
-	e.log.Info("patch command ended while patchd was not watching", "document", id)
 	c.Ended, c.EndAt = true, e.clock.Now()
-	c.Result = resultOf(c.Document.Status, c.Document.Steps, false)
+	c.Result, c.ResultReason = endResult(c.Document, c.Document.Status, c.Document.Steps, false, false)
+	e.log.Info("patch command ended while patchd was not watching", "document", id, "result", c.Result, "why", c.ResultReason)
 }
 
 // endDocument is the document whose end ends the cycle ("" when unknown).
@@ -326,24 +313,6 @@ func (e *Engine) endDocument(c *Cycle) string {
 		return c.GateDocumentID
 	}
 	return ""
-}
-
-func (e *Engine) documentPresent(id string) bool {
-	if e.o.AgentData == "" {
-		return true
-	}
-	for _, f := range []ssm.Folder{ssm.Pending, ssm.Current} {
-		paths, err := ssm.ListFolder(e.o.AgentData, f)
-		if err != nil {
-			return true
-		}
-		for _, p := range paths {
-			if filepath.Base(p) == id {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // advance runs whatever the open cycle needs next, in phase order, until
@@ -631,9 +600,9 @@ func (e *Engine) followed(ctx context.Context, c *Cycle, ev ssm.CommandEvent) {
 		if ev.DocumentID != d.DocumentID { // the gate's own document
 			status, steps = ev.Status, ev.PluginStatuses
 		}
-		c.Result = resultOf(status, steps, ev.Folder == ssm.Corrupt)
+		c.Result, c.ResultReason = endResult(*d, status, steps, true, ev.Folder == ssm.Corrupt)
 		e.log.Info("patch command ended", "cycle", c.ID, "document", ev.DocumentID, "status", ev.Status,
-			"result", c.Result, "corrupt", ev.Folder == ssm.Corrupt)
+			"result", c.Result, "corrupt", ev.Folder == ssm.Corrupt, "why", c.ResultReason)
 		e.save()
 	case ev.Kind != ssm.Gone && rebootAsked(ev) && !c.RebootRequested:
 		c.RebootRequested = true
@@ -673,6 +642,12 @@ func (e *Engine) onLog(ctx context.Context, ev agentlog.Event) {
 		// corroborates it.
 		e.log.Debug("agent log: command complete", "cycle", c.ID, "command_id", ev.CommandID, "line", ev.Message)
 	}
+	if status, id, ok := cleanupStatus(ev); ok && !c.Ended && id != "" &&
+		(id == c.Document.DocumentID || id == c.Document.CommandID) && c.Document.LogStatus != status {
+		c.Document.LogStatus = status
+		e.log.Info("the agent log names the patch command's final status", "cycle", c.ID, "document", id, "status", status)
+		e.save()
+	}
 }
 
 func (e *Engine) failsafe(ctx context.Context) {
@@ -691,15 +666,14 @@ func (e *Engine) failsafe(ctx context.Context) {
 func (e *Engine) close(ctx context.Context) {
 	c := e.st.Current
 	now := e.clock.Now()
+	// Without an adopted document, the gate's own document was the run.
+	docID, commandID, assocID := documentIDs(c)
 	entry := ledger.Entry{
 		CycleID: c.ID, Trigger: c.Trigger, Opened: c.Opened, Closed: now,
-		DocumentID: c.Document.DocumentID, DocumentName: c.Document.DocumentName, CommandID: c.Document.CommandID,
-		AssociationID: c.Document.AssociationID, Operation: c.Document.Operation, InstanceID: c.Document.InstanceID,
-		Status: c.Document.Status, Result: c.Result, Rebooted: e.rebooted(c), Also: c.Also,
+		DocumentID: docID, DocumentName: c.Document.DocumentName, CommandID: commandID,
+		AssociationID: assocID, Operation: c.Document.Operation, InstanceID: c.Document.InstanceID,
+		Status: c.Document.Status, Result: c.Result, ResultReason: c.ResultReason, Rebooted: e.rebooted(c), Also: c.Also,
 		PackagesError: c.PackagesError,
-	}
-	if entry.DocumentID == "" {
-		entry.DocumentID = c.GateDocumentID // the gate's own document was the run
 	}
 	for _, p := range []string{PhasePrePatch, PhasePreReboot, PhasePostPatch} {
 		if ps := c.Phases[p]; ps != nil {
@@ -743,6 +717,9 @@ func (e *Engine) close(ctx context.Context) {
 		"installed", len(entry.Packages.Installed), "upgraded", len(entry.Packages.Upgraded), "removed", len(entry.Packages.Removed))
 	e.m.closed(c.Trigger, c.Result, &entry, e.st)
 	e.save()
+	if e.o.OnClosed != nil {
+		e.o.OnClosed(entry)
+	}
 }
 
 func (e *Engine) rebooted(c *Cycle) bool {

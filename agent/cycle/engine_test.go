@@ -133,6 +133,7 @@ type harness struct {
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
 	done   chan error
+	noScan bool // start without the watcher's first scan
 }
 
 func newHarness(t *testing.T, r *fakeRunner) *harness {
@@ -157,6 +158,24 @@ func (h *harness) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
 	go func() { h.done <- e.Run(ctx) }()
+	if !h.noScan {
+		// The command watcher's first scan, as the daemon wires it.
+		e.DocumentsScanned(h.listPresent())
+	}
+}
+
+// listPresent lists the state files in the fake agent's folders, as the
+// command watcher's first scan holds them.
+func (h *harness) listPresent() []string {
+	var out []string
+	for _, f := range []ssm.Folder{ssm.Pending, ssm.Current} {
+		p, err := ssm.ListFolder(h.agent, f)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		out = append(out, p...)
+	}
+	return out
 }
 
 func (h *harness) stop() {
@@ -307,29 +326,42 @@ func TestDocumentGoneWhilePatchdDown(t *testing.T) {
 	}
 }
 
-// The agent deletes the document after the resume looked for it but before
-// the command watcher's first scan: no event comes, the recheck ends it.
+// The command watcher's first scan decides whether the document left
+// while patchd was down; the engine looks at no folder itself. A document
+// present at the scan is the watcher's to report when it leaves, even if
+// its file is already gone from the disk by the time the engine hears of
+// the scan (the start-up race of a file caught half written, then deleted).
 func TestDocumentGoneBeforeFirstScan(t *testing.T) {
 	r := &fakeRunner{hooks: allHooks}
 	h := newHarness(t, r)
 	h.present("c9", true)
 	h.send(install("c9", "seen", "InProgress"))
+	h.noScan = true
 	h.restart()
 	h.flush()
 	h.counts(t, map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 0})
-	// Present at the scan: the watcher saw it and will report its end
-	// with the final status, so a delete right after must not end it here.
-	h.e.DocumentsScanned()
+	// The watcher holds it present (it could not parse it yet); the agent
+	// deletes it right after: the engine must wait for the watcher.
 	h.present("c9", false)
+	h.e.DocumentsScanned([]string{"/agent/i-0123456789abcdef0/document/state/current/c9"})
 	h.flush()
 	h.counts(t, map[string]int{"post-patch/10-p": 0})
-	h.e.DocumentsScanned()
-	h.flush()
+	h.send(ssm.CommandEvent{Kind: ssm.Gone, DocumentID: "c9", InstanceID: "i-0123456789abcdef0"})
 	h.counts(t, map[string]int{"pre-patch/10-a": 1, "post-patch/10-p": 1})
-	// A second scan report changes nothing: post-patch runs once.
-	h.e.DocumentsScanned()
+	// A later scan report changes nothing: post-patch runs once.
+	h.e.DocumentsScanned(nil)
 	h.flush()
 	h.counts(t, map[string]int{"post-patch/10-p": 1})
+
+	// Absent at the scan: it left unwatched and ends the cycle there.
+	h.present("c10", true)
+	h.send(install("c10", "seen", "InProgress"))
+	h.restart()
+	h.flush()
+	h.counts(t, map[string]int{"pre-patch/10-a": 2, "post-patch/10-p": 1})
+	h.e.DocumentsScanned(nil)
+	h.flush()
+	h.counts(t, map[string]int{"pre-patch/10-a": 2, "post-patch/10-p": 2})
 }
 
 func TestNoHooks(t *testing.T) {
@@ -652,4 +684,106 @@ func TestRefusedHooks(t *testing.T) {
 	}
 	// Refusals go through the runner once each (its metrics), never retried.
 	h.counts(t, map[string]int{"pre-patch/10-ok": 1, "pre-patch/refused-20": 1, "post-patch/refused-10": 1, "post-patch/20-ok": 1})
+}
+
+// An association's state file has no command id; its document id is
+// "<AssociationID>.<RunID>". Hooks and the ledger must say so alike.
+func TestAssociationIDs(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	const assoc, docID = "6f1c0e2a-5b1e-4c0f-9f61-0c3c2b7d9a11", "6f1c0e2a-5b1e-4c0f-9f61-0c3c2b7d9a11.8d2b4c6e-1111-4a2b-9c3d-5e6f7a8b9c0d"
+	h.present(docID, true)
+	seen := install(docID, "seen", "InProgress")
+	seen.CommandID, seen.AssociationID = "", assoc
+	h.send(seen)
+	h.present(docID, false)
+	gone := install(docID, "gone", "Success")
+	gone.CommandID, gone.AssociationID = "", assoc
+	h.send(gone)
+	for _, key := range []string{"pre-patch/10-a", "post-patch/10-p"} {
+		env := r.last(key)
+		if env.CommandID != "" || env.AssociationID != assoc || env.DocumentID != docID {
+			t.Errorf("%s: command id %q, association id %q, document id %q", key, env.CommandID, env.AssociationID, env.DocumentID)
+		}
+		vars := strings.Join(env.Environ(), "\n")
+		for _, want := range []string{"PATCHD_COMMAND_ID=\n", "PATCHD_ASSOCIATION_ID=" + assoc + "\n", "PATCHD_DOCUMENT_ID=" + docID + "\n"} {
+			if !strings.Contains(vars+"\n", want) {
+				t.Errorf("%s: environment lacks %q", key, want)
+			}
+		}
+	}
+	entries, _, err := ledger.Read(filepath.Join(h.dir, ledger.FileName), 0)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("ledger: %v %v", entries, err)
+	}
+	if e := entries[0]; e.CommandID != "" || e.AssociationID != assoc || e.DocumentID != docID {
+		t.Errorf("ledger: command id %q, association id %q, document id %q", e.CommandID, e.AssociationID, e.DocumentID)
+	}
+}
+
+// A gate cycle that adopted no document knows only the gate's document id;
+// what kind of id it is follows from its form.
+func TestGateDocumentIDs(t *testing.T) {
+	for _, tc := range []struct{ doc, cmd, assoc string }{
+		{"0b1c2d3e-aaaa-4bbb-8ccc-0d1e2f3a4b5c", "0b1c2d3e-aaaa-4bbb-8ccc-0d1e2f3a4b5c", ""},
+		{"assoc-1.run-2", "", "assoc-1"},
+	} {
+		c := &Cycle{GateDocumentID: tc.doc}
+		d, cmd, assoc := documentIDs(c)
+		if d != tc.doc || cmd != tc.cmd || assoc != tc.assoc {
+			t.Errorf("%s: got %q %q %q", tc.doc, d, cmd, assoc)
+		}
+	}
+}
+
+// Issue #14's first case by hand: the reboot was asked for, patchd was down
+// while the agent resumed the document, failed it and deleted it. The last
+// status seen, SuccessAndReboot, is not final: the result is unknown, with
+// why, for the hooks and the ledger.
+func TestUnwatchedEndAfterRebootIsUnknown(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("c7", true)
+	h.send(install("c7", "seen", "InProgress"), install("c7", "status_changed", "SuccessAndReboot"))
+	h.stop()
+	h.present("c7", false)
+	h.start()
+	h.flush()
+	h.counts(t, map[string]int{"pre-reboot/10-r": 1, "post-patch/10-p": 1})
+	env := r.last("post-patch/10-p")
+	if env.Result != ResultUnknown || !strings.Contains(env.ResultReason, "SuccessAndReboot") || !strings.Contains(env.ResultReason, "not watching") {
+		t.Errorf("post-patch told %q (%q), want unknown and why", env.Result, env.ResultReason)
+	}
+	if !strings.Contains(strings.Join(env.Environ(), "\n"), "PATCHD_RESULT_REASON="+env.ResultReason) {
+		t.Errorf("PATCHD_RESULT_REASON not in the hook's environment")
+	}
+	entries, _, _ := ledger.Read(filepath.Join(h.dir, ledger.FileName), 0)
+	if len(entries) != 1 || entries[0].Result != ResultUnknown || entries[0].ResultReason != env.ResultReason {
+		t.Errorf("ledger: %+v", entries)
+	}
+	if v := value(h.e.m.total.WithLabelValues("observed", "unknown")); v != 1 {
+		t.Errorf("cycles_total{result=unknown} = %v", v)
+	}
+}
+
+// The agent's log names the final status when it cleans the orchestration
+// folder up; that is evidence when the state file's final write was missed.
+func TestResultFromAgentLog(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.present("c8", true)
+	h.send(install("c8", "seen", "InProgress"))
+	h.e.Log(agentlog.Event{Kind: agentlog.Other, DocumentID: "c8",
+		Message: "[ssm-document-worker] [c8] orchestration cleanup started for the command with status Failed - deleting orchestration directory: /var/lib/amazon/ssm/i-0123456789abcdef0/document/orchestration/c8"})
+	h.flush()
+	h.present("c8", false)
+	h.send(install("c8", "gone", "InProgress"))
+	env := r.last("post-patch/10-p")
+	if env.Result != ResultFailed || !strings.Contains(env.ResultReason, "agent's log") {
+		t.Errorf("post-patch told %q (%q), want failed from the agent's log", env.Result, env.ResultReason)
+	}
+	// A line about another document changes nothing.
+	if _, id, ok := cleanupStatus(agentlog.Event{Message: "orchestration cleanup started for the command with status Success - deleting orchestration directory: /x/orchestration/other/"}); !ok || id != "other" {
+		t.Errorf("cleanup line parsed to %q, %v", id, ok)
+	}
 }

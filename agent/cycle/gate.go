@@ -33,6 +33,9 @@ type GateReply struct {
 	Hooks   []ledger.HookRun `json:"hooks,omitempty"`
 	// Error is set when the request could not be served at all.
 	Error string `json:"error,omitempty"`
+	// Unavailable says the request failed only because patchd is stopping:
+	// the same request succeeds once it is back.
+	Unavailable bool `json:"-"`
 }
 
 // Gate asks the actor to run (or report) a phase and waits for the answer.
@@ -121,6 +124,7 @@ func (e *Engine) phaseReply(c *Cycle, phase string) GateReply {
 	r := GateReply{CycleID: c.ID, Phase: phase}
 	if ps == nil || !ps.Done {
 		r.Error = "patchd is stopping; the phase will finish after its restart"
+		r.Unavailable = true
 		return r
 	}
 	for _, h := range ps.Hooks {

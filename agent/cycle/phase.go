@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/ssm"
 	"github.com/patchd/patchd/hooks"
 )
 
@@ -194,23 +195,32 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 func (e *Engine) env(c *Cycle, phase hooks.Phase, attempt int) hooks.Env {
 	env := hooks.Env{
 		Phase: phase, CycleID: c.ID, Trigger: c.Trigger, Document: c.Document.DocumentName,
-		CommandID: c.Document.CommandID, Operation: c.Document.Operation, InstanceID: e.instanceID(c),
-		Region: c.Region, Attempt: attempt,
+		Operation: c.Document.Operation, InstanceID: e.instanceID(c), Region: c.Region, Attempt: attempt,
 	}
-	if env.CommandID == "" {
-		env.CommandID = c.Document.DocumentID
-	}
-	if env.CommandID == "" {
-		env.CommandID = c.GateDocumentID
-	}
+	env.DocumentID, env.CommandID, env.AssociationID = documentIDs(c)
 	if phase == hooks.PostPatch {
-		env.Result = c.Result
+		env.Result, env.ResultReason = c.Result, c.ResultReason
 		if env.Result == "" {
 			env.Result = ResultUnknown
 		}
 		env.Rebooted = e.rebooted(c)
 	}
 	return env
+}
+
+// documentIDs are the agent's ids of the cycle's run: its document, or the
+// gate's own while no patch command is adopted. A command id is given only
+// for a command, an association id only for an association.
+func documentIDs(c *Cycle) (documentID, commandID, associationID string) {
+	d := c.Document
+	if d.DocumentID == "" {
+		d = Document{DocumentID: c.GateDocumentID}
+	}
+	commandID, associationID = ssm.SplitDocumentID(d.DocumentID)
+	if d.CommandID != "" || d.AssociationID != "" {
+		commandID, associationID = d.CommandID, d.AssociationID
+	}
+	return d.DocumentID, commandID, associationID
 }
 
 // StopExtra is how much longer the daemon's stop may take: enough for

@@ -63,6 +63,9 @@ type Document struct {
 	// Steps are the last known step statuses: the file is often deleted
 	// right after its final write, so the last parse may predate the end.
 	Steps map[string]string `json:"steps,omitempty"`
+	// LogStatus is a final status the agent's log named for the document
+	// (see endResult): evidence when the file left before patchd read it.
+	LogStatus string `json:"log_status,omitempty"`
 }
 
 // HookState is a hook's record within a phase. Finished is false while it
@@ -108,6 +111,9 @@ type Cycle struct {
 	Ended  bool      `json:"ended,omitempty"`
 	EndAt  time.Time `json:"end_at,omitzero"`
 	Result string    `json:"result,omitempty"`
+	// ResultReason says why Result is unknown (or where it came from when
+	// not from the state file), for hooks, the ledger and patchd history.
+	ResultReason string `json:"result_reason,omitempty"`
 	// Also are patch commands that started and ended while this cycle was
 	// open.
 	Also []string `json:"also,omitempty"`

@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
-
 	"github.com/patchd/patchd/agent/atomicfile"
 	"github.com/patchd/patchd/agent/config"
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // StateFile is the file in the state directory that keeps what must survive
@@ -110,11 +110,16 @@ func New(o Options) *HostState {
 	return h
 }
 
+// maxFileSize bounds the files host state reads: its own state file and
+// the patch summary AWS-RunPatchBaseline writes (counts and a few lists of
+// package names, far below this).
+const maxFileSize = 16 << 20
+
 func (h *HostState) statePath() string { return filepath.Join(h.state, StateFile) }
 
 func (h *HostState) load() {
 	var p persisted
-	data, err := os.ReadFile(h.statePath())
+	data, err := safeopen.ReadFile(h.statePath(), maxFileSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return
 	}
@@ -414,7 +419,7 @@ func (h *HostState) checkKernel(ctx context.Context, r Runner, fam family) error
 
 func (h *HostState) checkSummary(cfg config.HostState) error {
 	path := filepath.Join(cfg.PatchConfigurationDir, PatchSummaryFile)
-	data, err := os.ReadFile(path)
+	data, err := safeopen.ReadFile(path, maxFileSize)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("%s: %w (written by AWS-RunPatchBaseline on Linux after its first Scan or Install)", path, err)

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"sync"
+
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // Error kinds of patchd_imds_errors_total. The set is fixed so that the
@@ -62,6 +64,15 @@ func withRecorder(ctx context.Context, r *recorder) context.Context {
 	return context.WithValue(ctx, recorderKey{}, r)
 }
 
+// MaxAnswerSize bounds one IMDS answer. The largest patchd reads (the
+// credentials document) is under 2 KiB.
+const MaxAnswerSize = 1 << 20
+
+type limitedBody struct {
+	io.Reader
+	io.Closer
+}
+
 // recordingClient is the SDK's HTTP client: it records each exchange in the
 // request's recorder, including errors that happen while the body is read
 // (a slow body times out there, not in Do).
@@ -70,6 +81,14 @@ type recordingClient struct{ c *http.Client }
 func (rc recordingClient) Do(req *http.Request) (*http.Response, error) {
 	rec, _ := req.Context().Value(recorderKey{}).(*recorder)
 	resp, err := rc.c.Do(req)
+	if err == nil {
+		// The SDK reads whole answers into memory; an endpoint that
+		// streams without end must not fill it before the timeout.
+		resp.Body = limitedBody{
+			Reader: safeopen.LimitReader(resp.Body, MaxAnswerSize, "IMDS answer to "+req.URL.Path),
+			Closer: resp.Body,
+		}
+	}
 	if rec == nil {
 		return resp, err
 	}

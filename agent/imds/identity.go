@@ -11,10 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"time"
 
 	"github.com/patchd/patchd/agent/atomicfile"
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // Identity is what the agent's credentials hang on. Credential dates
@@ -53,10 +53,13 @@ type State struct {
 	Since time.Time `json:"since"`
 }
 
+// maxStateFileSize bounds the role state file, a few lines of JSON.
+const maxStateFileSize = 1 << 20
+
 // LoadState reads path. A missing file gives ok=false: nothing is known yet,
 // so the first answer is a baseline, not a change.
 func LoadState(path string) (s State, ok bool, err error) {
-	data, err := os.ReadFile(path)
+	data, err := safeopen.ReadFile(path, maxStateFileSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return State{}, false, nil
 	}

@@ -411,8 +411,8 @@ func getText(ctx context.Context, c *sdkimds.Client, path string) (string, error
 		return "", err
 	}
 	defer out.Content.Close()
-	// The SDK has read the whole body already; the limit is a guard only.
-	b, err := io.ReadAll(io.LimitReader(out.Content, 1<<20))
+	// The SDK has read the whole body already, within MaxAnswerSize.
+	b, err := io.ReadAll(out.Content)
 	return string(b), err
 }
 

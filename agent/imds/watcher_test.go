@@ -85,6 +85,17 @@ func (f *fakeIMDS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-f.release:
 		}
 		return
+	case "endless":
+		// A body that does not end (bounded here so that a patchd
+		// without a limit still finishes the test, and fails it).
+		w.WriteHeader(http.StatusOK)
+		chunk := make([]byte, 64<<10)
+		for range endlessBytes / len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+		return
 	case "404":
 		http.NotFound(w, r)
 		return
@@ -193,6 +204,7 @@ func TestFaultsAreNeverChanges(t *testing.T) {
 		{"500", KindServerError, false},
 		{"garbage", KindBadResponse, false},
 		{"garbage-creds", KindBadResponse, false},
+		{"endless", KindBadResponse, false},
 		{"connection", KindConnection, false},
 	} {
 		t.Run(tc.fault, func(t *testing.T) {

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"time"
 
 	"github.com/patchd/patchd/agent/atomicfile"
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // Reason is why the agent is restarted; the label of
@@ -65,10 +65,14 @@ type State struct {
 	AgentVersion string `json:"agent_version,omitempty"`
 }
 
+// maxStateFileSize bounds the keeper state file; it holds at most an
+// hour of restart records.
+const maxStateFileSize = 4 << 20
+
 // LoadState reads path; a missing file is an empty state.
 func LoadState(path string) (State, error) {
 	var s State
-	data, err := os.ReadFile(path)
+	data, err := safeopen.ReadFile(path, maxStateFileSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s, nil
 	}

@@ -48,9 +48,11 @@ type Entry struct {
 	InstanceID    string    `json:"instance_id,omitempty"`
 	// Status is the document's last status as the agent wrote it; Result is
 	// what hooks were told (PATCHD_RESULT).
-	Status   string `json:"status,omitempty"`
-	Result   string `json:"result"`
-	Rebooted bool   `json:"rebooted"`
+	Status string `json:"status,omitempty"`
+	Result string `json:"result"`
+	// ResultReason says why Result is unknown (PATCHD_RESULT_REASON).
+	ResultReason string `json:"result_reason,omitempty"`
+	Rebooted     bool   `json:"rebooted"`
 	// Also lists patch commands that started and ended while this cycle was
 	// open; its hooks covered them.
 	Also     []string  `json:"also,omitempty"`

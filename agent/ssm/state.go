@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"time"
+
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // The types below mirror the document state file amazon-ssm-agent writes
@@ -197,10 +198,21 @@ func ParseState(data []byte) (*DocumentState, error) {
 	return &s, nil
 }
 
+// MaxStateFileSize bounds a state file of the agent. A real one holds a
+// document and its plugins' truncated output, a few hundred KiB at most; a
+// bigger one is refused before it is read rather than decoded at five times
+// its size in memory.
+const MaxStateFileSize = 16 << 20
+
+func stateTooLarge(path string) error {
+	return fmt.Errorf("state file %s is larger than %s, far more than the agent writes; it is not read: %w",
+		path, safeopen.Size(MaxStateFileSize), safeopen.ErrTooLarge)
+}
+
 // ReadState reads and decodes the state file at path. A missing file is
 // returned as an error that satisfies errors.Is(err, fs.ErrNotExist).
 func ReadState(path string) (*DocumentState, error) {
-	data, err := os.ReadFile(path)
+	data, err := safeopen.ReadFile(path, MaxStateFileSize)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/jonboulle/clockwork"
+	"github.com/patchd/patchd/agent/safeopen"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -56,6 +57,15 @@ func WithClock(c clockwork.Clock) Option { return func(w *Watcher) { w.clock = c
 // reported the files already there: from then on no change is missed.
 func WithStarted(f func()) Option { return func(w *Watcher) { w.started = f } }
 
+// WithFirstScan sets a function called once, from Run's goroutine, after
+// the first scan and before any later event, with the documents the watcher
+// holds present in pending/ and current/ (paths), a file it could not parse
+// yet included: each of them gets an event when it leaves. A document that
+// left before that scan is not in the list and gets no event.
+func WithFirstScan(f func(present []string)) Option {
+	return func(w *Watcher) { w.firstScan = f }
+}
+
 // WithRetry sets the retry schedule for files that do not parse: attempts
 // retries, the first after first, doubling up to ceiling.
 func WithRetry(attempts int, first, ceiling time.Duration) Option {
@@ -78,6 +88,10 @@ type Watcher struct {
 	retryAttempts        int
 	retryFirst, retryMax time.Duration
 	started              func()
+	firstScan            func(present []string)
+	// asks carries questions about the documents to Run's goroutine, which
+	// alone knows them.
+	asks chan ask
 
 	seen        *prometheus.CounterVec
 	parseErrors prometheus.Counter
@@ -106,9 +120,13 @@ type loopState struct {
 type known struct {
 	instance, docID string
 	folder          Folder
-	key             string // statusKey of the last good parse
-	stamp           fileStamp
-	ev              CommandEvent
+	// unparsed: the file is there but has not parsed yet (caught half
+	// written, or unreadable). It is held present so that its leaving is
+	// reported, with the last status known to the consumer.
+	unparsed bool
+	key      string // statusKey of the last good parse
+	stamp    fileStamp
+	ev       CommandEvent
 	// file is the state file as last read, held open (unix) so that its
 	// final content can be read after the agent deletes it.
 	file *os.File
@@ -117,7 +135,7 @@ type known struct {
 // openState reads a state file and, where the platform allows it without
 // getting in the agent's way, keeps it open (see gone).
 func openState(path string) (*DocumentState, *os.File, fileStamp, error) {
-	f, err := os.Open(path)
+	f, err := safeopen.Open(path)
 	if err != nil {
 		return nil, nil, fileStamp{}, err
 	}
@@ -126,10 +144,14 @@ func openState(path string) (*DocumentState, *os.File, fileStamp, error) {
 		f.Close()
 		return nil, nil, fileStamp{}, err
 	}
-	data, err := io.ReadAll(f)
+	if fi.Size() > MaxStateFileSize {
+		f.Close()
+		return nil, nil, fileStamp{}, stateTooLarge(path)
+	}
+	data, err := safeopen.ReadAll(f, MaxStateFileSize, path)
 	if err != nil {
 		f.Close()
-		return nil, nil, fileStamp{}, fmt.Errorf("read %s: %w", path, err)
+		return nil, nil, fileStamp{}, err
 	}
 	s, err := ParseState(data)
 	if err != nil {
@@ -148,6 +170,9 @@ func readHeld(f *os.File) (*DocumentState, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
+	}
+	if fi.Size() > MaxStateFileSize {
+		return nil, stateTooLarge(f.Name())
 	}
 	data := make([]byte, fi.Size())
 	n, err := f.ReadAt(data, 0)
@@ -182,6 +207,7 @@ func NewWatcher(root string, extraPatterns []string, logger *slog.Logger, reg pr
 		retryFirst:    defaultRetryFirst,
 		retryMax:      defaultRetryMax,
 		patterns:      slices.Clone(extraPatterns),
+		asks:          make(chan ask),
 		seen: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "patchd_agent_commands_seen_total",
 			Help: "Documents seen in amazon-ssm-agent's state folders, by the folder they were seen in.",
@@ -242,6 +268,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer l.close()
 	w.ensureWatches(l)
 	w.rescan(l)
+	if w.firstScan != nil {
+		w.firstScan(l.present(""))
+	}
 	if w.started != nil {
 		w.started()
 	}
@@ -267,8 +296,51 @@ func (w *Watcher) Run(ctx context.Context) error {
 		case <-timerC:
 			l.timer, l.due = nil, time.Time{}
 			w.runRetries(l)
+		case a := <-w.asks:
+			// A fresh look first: what changed since the last notification
+			// is reported before the answer, so the asker and the event
+			// consumers never disagree.
+			w.rescan(l)
+			a.reply <- l.present(a.folder)
 		}
 	}
+}
+
+type ask struct {
+	folder Folder
+	reply  chan []string
+}
+
+// Documents returns the state files the watcher holds present in folder f
+// (pending/ or current/; "" for both), after looking at the folders again.
+// It is the one answer to "which documents does the agent have": the cycle
+// and the keeper ask it instead of listing the folders themselves. It fails
+// when Run does not answer before ctx ends (not running yet, or stopped).
+func (w *Watcher) Documents(ctx context.Context, f Folder) ([]string, error) {
+	a := ask{folder: f, reply: make(chan []string, 1)}
+	select {
+	case w.asks <- a:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("the command watcher did not answer: %w", ctx.Err())
+	}
+	select {
+	case p := <-a.reply:
+		return p, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("the command watcher did not answer: %w", ctx.Err())
+	}
+}
+
+// present lists the paths of the documents held in folder f ("" for all).
+func (l *loopState) present(f Folder) []string {
+	out := []string{}
+	for _, d := range l.docs {
+		if f == "" || d.folder == f {
+			out = append(out, d.ev.Path)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // onError handles an error from inotify. Any error may mean lost
@@ -530,6 +602,12 @@ func (w *Watcher) sync(l *loopState, instance, docID string, cause syncCause) {
 		}
 		if err != nil {
 			w.parseFailed(l, k, instance, docID, path, err, cause == byRetry)
+			if prev == nil {
+				// Held present from now on: were it deleted before it
+				// parses, its leaving must still be reported.
+				l.docs[k] = &known{instance: instance, docID: docID, folder: folder, unparsed: true,
+					ev: CommandEvent{Time: w.clock.Now(), InstanceID: instance, Folder: folder, Path: path, DocumentID: docID}}
+			}
 			return
 		}
 		delete(l.retries, k)
@@ -549,7 +627,7 @@ func (w *Watcher) sync(l *loopState, instance, docID string, cause syncCause) {
 		}
 		l.docs[k] = &known{instance: instance, docID: docID, folder: folder, key: key, stamp: st, ev: ev, file: f}
 		switch {
-		case prev == nil || prev.folder != folder:
+		case prev == nil || prev.folder != folder || prev.unparsed:
 			ev.Kind = Seen
 			w.seen.WithLabelValues(string(folder)).Inc()
 			w.logSeen(ev)
@@ -629,6 +707,8 @@ func (w *Watcher) gone(l *loopState, k string, prev *known, instance, docID stri
 		ev.Folder = Corrupt
 		ev.Path = corrupt
 		w.logger.Warn("amazon-ssm-agent moved a document to corrupt/", "document_id", docID, "document", ev.DocumentName, "path", corrupt)
+	} else if prev.unparsed {
+		w.logger.Info("agent document left before its state file could be read", "document_id", docID, "from", prev.folder)
 	} else {
 		w.logger.Debug("agent document gone", "document_id", docID, "document", ev.DocumentName, "from", prev.folder)
 	}

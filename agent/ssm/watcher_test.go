@@ -679,3 +679,56 @@ func TestWatcherRescansOnlyForFolderChanges(t *testing.T) {
 		t.Errorf("a new instance folder caused no rescan")
 	}
 }
+
+// The start-up race of a cycle held open until its failsafe: the first
+// scan catches the state file half written (the agent rewrites in place),
+// and the agent deletes it before it parses. The watcher must count it
+// present at the first scan and report its leaving; before, it recorded
+// nothing, so the cycle waited for an event that never came. Deterministic:
+// the fake clock never fires the retry, so the deletion always comes first.
+func TestWatcherHalfWrittenAtStartThenDeleted(t *testing.T) {
+	root := t.TempDir()
+	a := newAgent(t, root)
+	must(t, a.Init())
+	d := a.Build(ssmsim.RunPatchBaseline("Install", "RebootIfNeeded"))
+	d.Folder = ssm.Current
+	must(t, d.WritePartial(100))
+	fc := clockwork.NewFakeClock()
+	scanned := make(chan []string, 1)
+	h := startWatcher(t, root, nil, append(fakeRetries(fc), ssm.WithFirstScan(func(p []string) { scanned <- p }))...)
+	if p := <-scanned; len(p) != 1 || p[0] != d.Path() {
+		t.Fatalf("first scan holds %v present, want the half-written %s", p, d.Path())
+	}
+	cur, err := h.w.Documents(context.Background(), ssm.Current)
+	if err != nil || len(cur) != 1 || cur[0] != d.Path() {
+		t.Fatalf("Documents(current) = %v, %v; want the half-written file", cur, err)
+	}
+	must(t, os.Remove(d.Path()))
+	ev := h.next(ssm.Gone, "", d.ID())
+	if ev.Status != "" || ev.InstanceID != a.InstanceID {
+		t.Errorf("gone event of a never-parsed file: %+v", ev)
+	}
+	if cur, err := h.w.Documents(context.Background(), ""); err != nil || len(cur) != 0 {
+		t.Errorf("Documents after the delete = %v, %v; want none", cur, err)
+	}
+	select {
+	case ev := <-h.events:
+		t.Errorf("unexpected event %s for %s", ev.Kind, ev.DocumentID)
+	default:
+	}
+}
+
+// A file that does not parse at first and then does is Seen once, with
+// its status.
+func TestWatcherUnparsedThenParsedIsSeen(t *testing.T) {
+	root := t.TempDir()
+	a := newAgent(t, root)
+	must(t, a.Init())
+	d := a.Build(ssmsim.RunPatchBaseline("Install", "NoReboot"))
+	d.Folder = ssm.Current
+	must(t, d.WritePartial(50))
+	fc := clockwork.NewFakeClock()
+	h := startWatcher(t, root, nil, fakeRetries(fc)...)
+	must(t, d.Rewrite())
+	h.next(ssm.Seen, ssm.Current, d.ID())
+}

@@ -11,7 +11,7 @@ import (
 )
 
 func addCheckCommand(app *kingpin.Application, flags *config.Flags, add func(string, command)) {
-	app.Command("check", "Validate the configuration file and the hooks directory; exit 0 when both are fine.")
+	app.Command("check", "Validate the configuration file and the hooks directory; exit 0 when both are fine, 2 when the configuration is invalid, 1 when only the hooks have problems.")
 	add("check", func() int {
 		problems := 0
 		report := func(msg string) {
@@ -19,6 +19,7 @@ func addCheckCommand(app *kingpin.Application, flags *config.Flags, add func(str
 			fmt.Fprintln(os.Stderr, msg)
 		}
 		cfg, err := flags.Resolve()
+		badConfig := err != nil
 		if err != nil {
 			var ps config.Problems
 			if errors.As(err, &ps) {
@@ -36,6 +37,9 @@ func addCheckCommand(app *kingpin.Application, flags *config.Flags, add func(str
 		}
 		if problems > 0 {
 			fmt.Fprintf(os.Stderr, "patchd check: %d problem(s)\n", problems)
+			if badConfig {
+				return exitUsage // the one rule: a bad configuration is 2
+			}
 			return exitFailure
 		}
 		fmt.Printf("patchd check: configuration %s and hooks %s are fine\n", flags.File, cfg.Paths.Hooks)

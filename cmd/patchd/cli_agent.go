@@ -35,8 +35,7 @@ func addAgentCommands(app *kingpin.Application, flags *config.Flags, add func(st
 func runAgentStatus(flags *config.Flags, output string, stdout, stderr io.Writer) int {
 	cfg, err := flags.Resolve()
 	if err != nil {
-		fmt.Fprintf(stderr, "patchd agent status: invalid configuration:\n%v\n", err)
-		return exitUsage
+		return badConfig(stderr, "agent status", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -181,8 +180,7 @@ func printAgentStatus(w io.Writer, st agentStatus) {
 func runAgentRestart(flags *config.Flags, detail string, stdout, stderr io.Writer) int {
 	cfg, err := flags.Resolve()
 	if err != nil {
-		fmt.Fprintf(stderr, "patchd agent restart: invalid configuration:\n%v\n", err)
-		return exitUsage
+		return badConfig(stderr, "agent restart", err)
 	}
 	limit := cfg.Agent.RestartCheckTimeout + time.Minute
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
@@ -190,7 +188,7 @@ func runAgentRestart(flags *config.Flags, detail string, stdout, stderr io.Write
 	var out keeper.Outcome
 	if err := control.NewClient(cfg.Control.Socket, limit).Do(ctx, "POST", "/v1/agent/restart", agentRestartRequest{Detail: detail}, &out); err != nil {
 		fmt.Fprintf(stderr, "patchd agent restart: %v\n", err)
-		return exitFailure
+		return daemonError(ctx, err)
 	}
 	fmt.Fprintf(stdout, "%s: %s\n", out.Action, out.Message)
 	switch out.Action {

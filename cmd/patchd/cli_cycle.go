@@ -21,13 +21,9 @@ import (
 	"github.com/patchd/patchd/agent/ledger"
 )
 
-// exitUnreachable is the gate's exit code when the daemon cannot answer, so
-// that a patch document can tell "a hook said no" (1) from "no patchd" (3).
-const exitUnreachable = 3
-
 // addCycleCommands registers gate, status and history.
 func addCycleCommands(app *kingpin.Application, flags *config.Flags, add func(string, command)) {
-	gate := app.Command("gate", "Run a cycle phase from a patch document's step and wait for it (exit 0: hooks succeeded, 1: a hook failed, 3: patchd unreachable).")
+	gate := app.Command("gate", "Run a cycle phase from a patch document's step and wait for it (exit 0: hooks succeeded, 1: a hook failed, 2: bad command line or configuration, 3: patchd not running or stopping, 4: patchd refused the request, 5: --timeout reached).")
 	var (
 		docID   string
 		wait    bool
@@ -117,15 +113,19 @@ func documentWorkerID(pid int) string {
 func runGate(flags *config.Flags, req cycle.GateRequest, timeout time.Duration, stdout, stderr io.Writer) int {
 	cfg, err := flags.Resolve()
 	if err != nil {
-		fmt.Fprintf(stderr, "patchd: invalid configuration:\n%v\n", err)
-		return exitUnreachable
+		return badConfig(stderr, "gate "+req.Phase, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var rep cycle.GateReply
 	if err := control.NewClient(cfg.Control.Socket, timeout).Do(ctx, "POST", "/v1/gate", req, &rep); err != nil {
-		fmt.Fprintf(stderr, "patchd gate %s: %v\n", req.Phase, err)
-		return exitUnreachable
+		code := daemonError(ctx, err)
+		if code == exitTimeout {
+			fmt.Fprintf(stderr, "patchd gate %s: no answer within --timeout %s; the phase goes on in patchd (see patchd status)\n", req.Phase, timeout)
+		} else {
+			fmt.Fprintf(stderr, "patchd gate %s: %v\n", req.Phase, err)
+		}
+		return code
 	}
 	for _, h := range rep.Hooks {
 		fmt.Fprintf(stdout, "%s/%s: %s (exit %d, attempt %d)\n", h.Phase, h.Name, h.Outcome, h.ExitCode, h.Attempt)
@@ -134,7 +134,11 @@ func runGate(flags *config.Flags, req cycle.GateRequest, timeout time.Duration, 
 		fmt.Fprintf(stdout, "%s\n", rep.Message)
 	}
 	if !rep.OK {
-		fmt.Fprintf(stderr, "patchd gate %s: cycle %s: the phase failed; do not patch until it is fixed (see journalctl -u patchd)\n", req.Phase, rep.CycleID)
+		if req.Phase == cycle.PhasePostPatch {
+			fmt.Fprintf(stderr, "patchd gate %s: cycle %s: a post-patch hook failed: this host is not back to normal (see patchd status, journalctl -u patchd)\n", req.Phase, rep.CycleID)
+		} else {
+			fmt.Fprintf(stderr, "patchd gate %s: cycle %s: the phase failed; do not patch until it is fixed (see journalctl -u patchd)\n", req.Phase, rep.CycleID)
+		}
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "cycle %s: %s done\n", rep.CycleID, req.Phase)
@@ -144,8 +148,7 @@ func runGate(flags *config.Flags, req cycle.GateRequest, timeout time.Duration, 
 func runStatus(flags *config.Flags, output string, stdout, stderr io.Writer) int {
 	cfg, err := flags.Resolve()
 	if err != nil {
-		fmt.Fprintf(stderr, "patchd: invalid configuration:\n%v\n", err)
-		return exitFailure
+		return badConfig(stderr, "status", err)
 	}
 	var st statusReply
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -154,7 +157,7 @@ func runStatus(flags *config.Flags, output string, stdout, stderr io.Writer) int
 	if err != nil {
 		if !errors.Is(err, control.ErrUnreachable) {
 			fmt.Fprintf(stderr, "patchd status: %v\n", err)
-			return exitFailure
+			return daemonError(ctx, err)
 		}
 		// The daemon is down: what it last wrote is still the truth about
 		// the cycle, and it resumes from exactly that.
@@ -211,6 +214,9 @@ func printStatus(w io.Writer, st statusReply) {
 	if l := st.Last; l != nil {
 		fmt.Fprintf(w, "Last cycle %s: %s, trigger %s, document %s %s, closed %s, rebooted %v\n", l.CycleID, l.Result, l.Trigger,
 			l.DocumentID, l.DocumentName, l.Closed.Local().Format(time.RFC3339), l.Rebooted)
+		if l.ResultReason != "" {
+			fmt.Fprintf(w, "  result %s: %s\n", l.Result, l.ResultReason)
+		}
 	}
 	fmt.Fprintf(w, "Watched agent folders: %s\n", strings.Join(st.Watched, ", "))
 }
@@ -218,8 +224,7 @@ func printStatus(w io.Writer, st statusReply) {
 func runHistory(flags *config.Flags, n int, output string, stdout, stderr io.Writer) int {
 	cfg, err := flags.Resolve()
 	if err != nil {
-		fmt.Fprintf(stderr, "patchd: invalid configuration:\n%v\n", err)
-		return exitFailure
+		return badConfig(stderr, "history", err)
 	}
 	path := filepath.Join(cfg.Paths.State, ledger.FileName)
 	entries, bad, err := ledger.Read(path, n)
@@ -254,6 +259,12 @@ func runHistory(flags *config.Flags, n int, output string, stdout, stderr io.Wri
 			orDash(e.DocumentName), orDash(e.CommandID), e.Rebooted, len(e.Packages.Installed), len(e.Packages.Upgraded), len(e.Packages.Removed), failed)
 	}
 	tw.Flush()
+	// Why a result is unknown does not fit a column: one line per cycle.
+	for _, e := range entries {
+		if e.ResultReason != "" {
+			fmt.Fprintf(stdout, "%s %s: %s\n", e.Closed.Local().Format(time.RFC3339), e.Result, e.ResultReason)
+		}
+	}
 	return exitOK
 }
 

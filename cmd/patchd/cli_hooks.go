@@ -33,8 +33,7 @@ func addHooksCommands(app *kingpin.Application, flags *config.Flags, add func(st
 	add("hooks list", func() int {
 		cfg, err := flags.Resolve()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "patchd hooks list: invalid configuration:\n%v\n", err)
-			return exitUsage
+			return badConfig(os.Stderr, "hooks list", err)
 		}
 		return hooksList(os.Stdout, os.Stderr, cfg.Paths.Hooks, *listOut)
 	})
@@ -47,8 +46,7 @@ func addHooksCommands(app *kingpin.Application, flags *config.Flags, add func(st
 	add("hooks run", func() int {
 		cfg, err := flags.Resolve()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "patchd hooks run: invalid configuration:\n%v\n", err)
-			return exitUsage
+			return badConfig(os.Stderr, "hooks run", err)
 		}
 		if *timeout < 0 {
 			fmt.Fprintf(os.Stderr, "patchd hooks run: --timeout %s: must be positive\n", *timeout)

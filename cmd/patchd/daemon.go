@@ -73,6 +73,7 @@ type daemon struct {
 	hostState *hostStatePart
 	agentLog  *agentLogPart
 	commands  *commandsPart
+	fleet     *fleetPart
 }
 
 func (d *daemon) config() config.Config { return *d.cfg.Load() }
@@ -102,8 +103,7 @@ func addRunCommand(app *kingpin.Application, flags *config.Flags, add func(strin
 	add("run", func() int {
 		cfg, err := flags.Resolve()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "patchd: invalid configuration:\n%v\n", err)
-			return exitFailure
+			return badConfig(os.Stderr, "run", err)
 		}
 		logger, level := newLogger(cfg)
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -158,6 +158,7 @@ func runDaemon(ctx context.Context, flags *config.Flags, cfg config.Config, logg
 		fn   func() error
 	}{
 		{"hooks", d.setupHooks},
+		{"fleet", d.setupFleet},
 		{"cycle", d.setupCycle},
 		{"keeper", d.setupKeeper},
 		{"host-state", d.setupHostState},
@@ -172,7 +173,12 @@ func runDaemon(ctx context.Context, flags *config.Flags, cfg config.Config, logg
 	if cfg.Web.ListenAddress != "" {
 		d.addActor("web", d.serveMetrics)
 	}
-	d.addActor("reload", d.reloadOnSIGHUP)
+	// SIGHUP is caught from here on, before "patchd started": its default
+	// action ends the process, and a reload sent right after the start
+	// (systemctl reload, a test) must not kill patchd.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	d.addActor("reload", func(ctx context.Context) error { return d.reloadOnSIGHUP(ctx, hup) })
 
 	logger.Info("patchd starting", "version", version.Version, "revision", version.GetRevision(),
 		"config", flags.File, "hooks", cfg.Paths.Hooks, "state", cfg.Paths.State,
@@ -279,9 +285,7 @@ func (d *daemon) serveMetrics(ctx context.Context) error {
 
 // reloadOnSIGHUP re-reads the configuration. An invalid file keeps the
 // running configuration; the reason is logged and the metric set to 0.
-func (d *daemon) reloadOnSIGHUP(ctx context.Context) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+func (d *daemon) reloadOnSIGHUP(ctx context.Context, hup chan os.Signal) error {
 	defer signal.Stop(hup)
 	for {
 		select {

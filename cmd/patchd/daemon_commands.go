@@ -18,9 +18,9 @@ func (d *daemon) setupCommands() error {
 	cfg := d.config()
 	var opts []ssm.Option
 	if d.cycle != nil && d.cycle.engine != nil {
-		// A document deleted between the cycle's resume and the first
-		// scan would otherwise leave the cycle waiting for its failsafe.
-		opts = append(opts, ssm.WithStarted(d.cycle.engine.DocumentsScanned))
+		// The watcher is the one judge of the agent's documents: a cycle
+		// whose document left while patchd was down learns it here.
+		opts = append(opts, ssm.WithFirstScan(d.cycle.engine.DocumentsScanned))
 	}
 	w := ssm.NewWatcher(cfg.Paths.AgentData, cfg.Cycle.ExtraDocuments, d.logger.With("part", "commands"), d.reg, d.emitCommand, opts...)
 	d.addActor("commands", w.Run)

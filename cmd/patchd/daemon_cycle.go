@@ -76,6 +76,9 @@ func (d *daemon) setupCycle() error {
 		// seconds before a package changes.
 		SnapshotDelay: 200 * time.Millisecond,
 	}
+	if d.fleet != nil {
+		opts.OnClosed = d.fleet.cycleClosed
+	}
 	if s := ledger.Detect(); s != nil {
 		opts.Packages = s
 	}
@@ -120,7 +123,13 @@ func (d *daemon) setupCycle() error {
 		}
 		rep := e.Gate(r.Context(), req)
 		if rep.Error != "" {
-			control.WriteError(w, http.StatusConflict, rep.Error)
+			// The gate's exit code follows the status: 503 is "try again
+			// once patchd is back", 409 a request that cannot be served.
+			status := http.StatusConflict
+			if rep.Unavailable {
+				status = http.StatusServiceUnavailable
+			}
+			control.WriteError(w, status, rep.Error)
 			return
 		}
 		control.WriteJSON(w, http.StatusOK, rep)

@@ -55,7 +55,17 @@ func (d *daemon) setupKeeper() error {
 		Logger:    d.logger.With("part", "keeper"),
 		// The watcher exists before any actor runs.
 		RefreshCredentials: func() { p.watcher.PollSoon() },
-		Registerer:         d.reg,
+		// The command watcher, built later in setup, is the one judge of
+		// which documents the agent has; the keeper asks it.
+		ListCurrent: func() ([]string, error) {
+			if d.commands == nil {
+				return ssm.ListFolder(cfg.Paths.AgentData, ssm.Current)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return d.commands.watcher.Documents(ctx, ssm.Current)
+		},
+		Registerer: d.reg,
 	})
 	if err != nil {
 		return err

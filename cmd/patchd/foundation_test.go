@@ -51,8 +51,8 @@ func TestCheckExitCodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut = runPatchd(t, append([]string{"check"}, tr.flags()...)...)
-	if code != exitFailure {
-		t.Fatalf("check on a broken config: code %d, want %d", code, exitFailure)
+	if code != exitUsage {
+		t.Fatalf("check on a broken config: code %d, want %d", code, exitUsage)
 	}
 	for _, want := range []string{
 		tr.Config + ":2: paths.hookz: unknown key",
@@ -65,7 +65,7 @@ func TestCheckExitCodes(t *testing.T) {
 	// A named config file that does not exist is an error; the default
 	// one missing is not (tested by every other test using an empty file).
 	code, _, errOut = runPatchd(t, "check", "--config.file="+filepath.Join(tr.Root, "missing.yaml"), "--path.hooks="+tr.Hooks)
-	if code != exitFailure || !strings.Contains(errOut, "missing.yaml") {
+	if code != exitUsage || !strings.Contains(errOut, "missing.yaml") {
 		t.Fatalf("missing config: code %d stderr %q", code, errOut)
 	}
 }

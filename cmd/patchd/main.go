@@ -2,22 +2,57 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/version"
 
 	"github.com/patchd/patchd/agent/config"
+	"github.com/patchd/patchd/agent/control"
 )
 
-// Exit codes shared by the subcommands: 0 fine, 1 the thing checked or run
-// failed, 2 the command line itself was wrong.
+// Exit codes, one rule for every subcommand (docs/cli.md; the SSM document
+// in packaging relies on them): 0 fine; 1 what was run or checked failed;
+// 2 the command line or the configuration is wrong, so nothing was tried;
+// 3 the daemon is not reachable or is stopping (try again once it runs);
+// 4 the daemon answered and refused the request; 5 the wait given by
+// --timeout ended first (the phase goes on in the daemon).
 const (
-	exitOK      = 0
-	exitFailure = 1
-	exitUsage   = 2
+	exitOK          = 0
+	exitFailure     = 1
+	exitUsage       = 2
+	exitUnreachable = 3
+	exitRefused     = 4
+	exitTimeout     = 5
 )
+
+// badConfig reports an invalid configuration the same way in every
+// subcommand.
+func badConfig(stderr io.Writer, cmd string, err error) int {
+	fmt.Fprintf(stderr, "patchd %s: invalid configuration:\n%v\n", cmd, err)
+	return exitUsage
+}
+
+// daemonError is the exit code for a failed request to the daemon.
+func daemonError(ctx context.Context, err error) int {
+	var api *control.APIError
+	switch {
+	case errors.As(err, &api) && api.Status == http.StatusServiceUnavailable:
+		return exitUnreachable
+	case errors.As(err, &api):
+		return exitRefused
+	case ctx.Err() != nil:
+		return exitTimeout
+	case errors.Is(err, control.ErrUnreachable):
+		return exitUnreachable
+	}
+	return exitFailure
+}
 
 // command is one subcommand's action; it returns the exit code.
 type command func() int

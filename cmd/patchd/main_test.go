@@ -24,6 +24,13 @@ import (
 var patchdBin string
 
 func TestMain(m *testing.M) {
+	// No test may reach AWS: the compliance report (ssm.report: auto) of
+	// every patchd a test starts goes to a closed loopback port unless the
+	// test points it elsewhere, and no shared AWS files are read.
+	for k, v := range map[string]string{"AWS_ENDPOINT_URL_SSM": "http://127.0.0.1:9", "AWS_CONFIG_FILE": os.DevNull,
+		"AWS_SHARED_CREDENTIALS_FILE": os.DevNull, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_PROFILE": ""} {
+		os.Setenv(k, v)
+	}
 	testbin.Main(m, testbin.Build{Name: "patchd", Pkg: ".", Flags: []string{"-race"}, Out: &patchdBin})
 }
 

@@ -120,7 +120,7 @@ func newBusyDaemon(tb testing.TB) *busyDaemon {
 	d.reg.MustRegister(d.reloadOK, d.reloadTime)
 	d.control = control.NewServer(cfg.Control.Socket, logger)
 	d.addActor("control", d.control.Run)
-	for _, setup := range []func() error{d.setupHooks, d.setupCycle, d.setupKeeper, d.setupHostState, d.setupCommands, d.setupAgentLog} {
+	for _, setup := range []func() error{d.setupHooks, d.setupFleet, d.setupCycle, d.setupKeeper, d.setupHostState, d.setupCommands, d.setupAgentLog} {
 		if err := setup(); err != nil {
 			tb.Fatal(err)
 		}

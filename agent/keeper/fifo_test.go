@@ -1,0 +1,32 @@
+package keeper
+
+import (
+	"errors"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/patchd/patchd/agent/safeopen"
+)
+
+// A FIFO where the keeper's state file belongs is refused, not waited on.
+func TestLoadStateRefusesFIFO(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keeper.json")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := LoadState(path)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, safeopen.ErrNotRegular) {
+			t.Fatalf("LoadState(FIFO) = %v, want ErrNotRegular", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("LoadState blocked on a FIFO")
+	}
+}
