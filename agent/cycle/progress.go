@@ -15,6 +15,7 @@ import (
 
 	"github.com/patchd/patchd/agent/atomicfile"
 	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // ProgressFileName is the open phase's hook journal inside the state
@@ -59,7 +60,7 @@ func compactHook(hs *HookState) {
 // loss during an append) is skipped; it can only be the last one, whose
 // step then runs again.
 func replayProgress(path string, st *State) error {
-	f, err := atomicfile.OpenRegular(path)
+	f, err := safeopen.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -148,7 +149,7 @@ func (j *progressJournal) append(r progressRecord) (int, error) {
 		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 			f.Close()
 			if err == nil {
-				err = &atomicfile.NotRegularError{Path: j.path, Mode: fi.Mode()}
+				err = fmt.Errorf("%s is a %s, not a regular file; remove it (patchd recreates it): %w", j.path, safeopen.Kind(fi.Mode()), safeopen.ErrNotRegular)
 			}
 			return 0, fmt.Errorf("cycle progress: %w", err)
 		}

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/patchd/patchd/agent/atomicfile"
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // FileName is the ledger's name inside the state directory.
@@ -269,7 +270,7 @@ func Read(path string, n int) (entries []Entry, bad int, err error) {
 // openLedger opens the ledger for reading; nil when it does not exist.
 // Anything but a regular file is refused without blocking on it.
 func openLedger(path string) (*os.File, error) {
-	f, err := atomicfile.OpenRegular(path)
+	f, err := safeopen.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
