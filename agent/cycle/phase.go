@@ -64,7 +64,7 @@ func (e *Engine) runPhase(ctx context.Context, c *Cycle, phase hooks.Phase) {
 			return hs.Attempt + 1
 		},
 		OnStart: func(h hooks.Hook) error {
-			if !e.hookStarting(ctx, c, ps, hookState(ps, h.Name, name)) {
+			if !e.hookStarting(ctx, c, ps, h, hookState(ps, h.Name, name)) {
 				return errors.New("patchd is stopping while an earlier run of the hook still runs")
 			}
 			return nil
@@ -170,8 +170,12 @@ func hookState(ps *PhaseState, name, phase string) *HookState {
 // during it shows it unfinished and it runs again, one attempt higher. An
 // earlier run that patchd was killed during must have ended first; false
 // means patchd is stopping while it still runs.
-func (e *Engine) hookStarting(ctx context.Context, c *Cycle, ps *PhaseState, hs *HookState) bool {
-	if hs.Process != nil && !e.awaitEarlierRun(ctx, hs, hooks.Phase(hs.Phase)) {
+func (e *Engine) hookStarting(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.Hook, hs *HookState) bool {
+	if hs.Process == nil && hs.Outcome == "running" && hs.Attempt > 0 {
+		// Started, and patchd killed before the process was recorded?
+		hs.Process = findStartedRun(c.ID, hs.Phase, hs.Attempt, h.Target, hs.Start, e.o.BootID())
+	}
+	if hs.Process != nil && !e.awaitEarlierRun(ctx, hs, h.Phase) {
 		return false
 	}
 	hs.Process = nil
@@ -236,7 +240,7 @@ func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.
 		e.hookEnded(c, ps, hs, e.runOne(ctx, h, e.env(c, h.Phase, max(hs.Attempt, 1))))
 		return true
 	}
-	if !e.hookStarting(ctx, c, ps, hs) {
+	if !e.hookStarting(ctx, c, ps, h, hs) {
 		return false
 	}
 	res := e.runTracked(ctx, c, ps, hs, h, e.env(c, h.Phase, hs.Attempt))
