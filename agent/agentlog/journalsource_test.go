@@ -3,75 +3,14 @@ package agentlog
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/patchd/patchd/agent/agentlog/journaltest"
 	"github.com/patchd/patchd/agent/atomicfile"
 )
-
-// journalRemote turns journal export format into a journal file without a
-// journald (Debian: systemd-journal-remote).
-const journalRemote = "/lib/systemd/systemd-journal-remote"
-
-// testJournal is a journal file in a temp dir that the test appends to as
-// the agent's unit would, read by the real journalctl.
-type testJournal struct {
-	t    *testing.T
-	dir  string
-	seq  int
-	base time.Time
-}
-
-func newTestJournal(t *testing.T) *testJournal {
-	t.Helper()
-	for _, p := range []string{journalRemote, "journalctl"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s not found (%v): install systemd-journal-remote and systemd", p, err)
-		}
-	}
-	return &testJournal{t: t, dir: t.TempDir(), base: time.Now().Add(-time.Hour)}
-}
-
-// agentLine is a line the agent printed to stdout; systemdLine one systemd
-// logged about the unit.
-type journalLine struct {
-	ident, msg string
-}
-
-func agentJL(msg string) journalLine   { return journalLine{"amazon-ssm-agent", msg} }
-func systemdJL(msg string) journalLine { return journalLine{"systemd", msg} }
-
-// write appends the lines, one journal entry each, in one run of
-// systemd-journal-remote.
-func (j *testJournal) write(lines ...journalLine) {
-	j.t.Helper()
-	var b strings.Builder
-	for _, l := range lines {
-		j.seq++
-		ts := j.base.Add(time.Duration(j.seq) * time.Millisecond)
-		fmt.Fprintf(&b, "__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=0123456789abcdef0123456789abcdef\n",
-			ts.UnixMicro(), 1000+j.seq)
-		fmt.Fprintf(&b, "MESSAGE=%s\nSYSLOG_IDENTIFIER=%s\nPRIORITY=6\n", l.msg, l.ident)
-		if l.ident == "systemd" {
-			b.WriteString("_PID=1\n_SYSTEMD_UNIT=init.scope\nUNIT=amazon-ssm-agent.service\n\n")
-		} else {
-			b.WriteString("_PID=4242\n_SYSTEMD_UNIT=amazon-ssm-agent.service\n\n")
-		}
-	}
-	in := filepath.Join(j.t.TempDir(), "in.export")
-	if err := os.WriteFile(in, []byte(b.String()), 0o644); err != nil {
-		j.t.Fatal(err)
-	}
-	out, err := exec.Command(journalRemote, "--output="+filepath.Join(j.dir, "agent.journal"), in).CombinedOutput()
-	if err != nil {
-		j.t.Fatalf("%s: %v\n%s", journalRemote, err, out)
-	}
-}
 
 // journalRun is one run of a JournalReader, as patchd's daemon runs it.
 type journalRun struct {
@@ -83,11 +22,11 @@ type journalRun struct {
 	persisted chan string
 }
 
-func startJournalReader(t *testing.T, j *testJournal, state string) *journalRun {
+func startJournalReader(t *testing.T, j *journaltest.Journal, state string) *journalRun {
 	t.Helper()
 	run := &journalRun{t: t, done: make(chan error, 1), events: make(chan Event, 1000), persisted: make(chan string, 1000)}
 	r, err := NewJournalReader(JournalOptions{
-		Command:   []string{"journalctl", "--directory=" + j.dir, "--unit=amazon-ssm-agent.service"},
+		Command:   j.Journalctl(),
 		StatePath: state,
 		Sink:      func(e Event) { run.events <- e.Clone() },
 		IdleFlush: 50 * time.Millisecond,
@@ -149,9 +88,9 @@ func (r *journalRun) none() {
 
 // waitCursor waits until the reader persists the cursor of the journal's
 // last entry: it has caught up, and a restart goes on after that entry.
-func (r *journalRun) waitCursor(j *testJournal) {
+func (r *journalRun) waitCursor(j *journaltest.Journal) {
 	r.t.Helper()
-	out, err := exec.Command("journalctl", "--directory="+j.dir, "--output=json", "--lines=1").Output()
+	out, err := exec.Command("journalctl", "--directory="+j.Dir, "--output=json", "--lines=1").Output()
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -177,19 +116,19 @@ func (r *journalRun) waitCursor(j *testJournal) {
 // unit, and across a stop and a start, with entries written while it was
 // down, loses and repeats nothing.
 func TestJournalReaderRestart(t *testing.T) {
-	j := newTestJournal(t)
+	j := journaltest.New(t)
 	state := filepath.Join(t.TempDir(), CursorFile)
-	j.write(agentJL("2024-10-21 09:00:00 INFO [amazon-ssm-agent] history, not replayed"))
+	j.Write(journaltest.Agent("2024-10-21 09:00:00 INFO [amazon-ssm-agent] history, not replayed"))
 
 	run := startJournalReader(t, j, state)
 	run.waitCursor(j) // the first start recorded the end
-	j.write(
-		systemdJL("Started amazon-ssm-agent.service - amazon-ssm-agent."),
-		agentJL("2024-10-21 10:00:00 INFO [amazon-ssm-agent] amazon-ssm-agent - v3.3.1142.0"),
-		agentJL("2024-10-21 10:00:01 ERROR [amazon-ssm-agent] [CredentialRefresher] Retrieve credentials produced error: EC2RoleRequestError: no EC2 instance role found"),
-		agentJL("caused by: RequestError: send request failed"),
-		agentJL("caused by: Get \"http://169.254.169.254/latest/meta-data/iam/security-credentials/\": dial tcp 169.254.169.254:80: i/o timeout"),
-		agentJL("2024-10-21 10:00:02 INFO [ssm-agent-worker] [MessageService] [EngineProcessor] sending document: d-1 complete response"),
+	j.Write(
+		journaltest.Systemd("Started amazon-ssm-agent.service - amazon-ssm-agent."),
+		journaltest.Agent("2024-10-21 10:00:00 INFO [amazon-ssm-agent] amazon-ssm-agent - v3.3.1142.0"),
+		journaltest.Agent("2024-10-21 10:00:01 ERROR [amazon-ssm-agent] [CredentialRefresher] Retrieve credentials produced error: EC2RoleRequestError: no EC2 instance role found"),
+		journaltest.Agent("caused by: RequestError: send request failed"),
+		journaltest.Agent("caused by: Get \"http://169.254.169.254/latest/meta-data/iam/security-credentials/\": dial tcp 169.254.169.254:80: i/o timeout"),
+		journaltest.Agent("2024-10-21 10:00:02 INFO [ssm-agent-worker] [MessageService] [EngineProcessor] sending document: d-1 complete response"),
 	)
 	run.expect(
 		"agent_start Started amazon-ssm-agent.service - amazon-ssm-agent.",
@@ -198,8 +137,8 @@ func TestJournalReaderRestart(t *testing.T) {
 		"command_end [ssm-agent-worker] [MessageService] [EngineProcessor] sending document: d-1 complete response",
 	)
 	// A multi-line entry still open at the stop is handed out by the stop.
-	j.write(
-		agentJL("2024-10-21 10:00:03 WARN [amazon-ssm-agent] [EC2RoleProvider] Failed to connect to Systems Manager with instance profile role credentials. Err: x"),
+	j.Write(
+		journaltest.Agent("2024-10-21 10:00:03 WARN [amazon-ssm-agent] [EC2RoleProvider] Failed to connect to Systems Manager with instance profile role credentials. Err: x"),
 	)
 	run.expect("credentials_error [amazon-ssm-agent] [EC2RoleProvider] Failed to connect to Systems Manager with instance profile role credentials. Err: x")
 	run.stop()
@@ -207,11 +146,11 @@ func TestJournalReaderRestart(t *testing.T) {
 
 	// Down: the agent goes on logging, and a continuation of the entry
 	// handed out before the stop arrives.
-	j.write(
-		agentJL("\tstatus code: 400, request id: 1"),
-		agentJL("2024-10-21 10:00:04 INFO [amazon-ssm-agent] got signal:terminated value: terminated"),
-		systemdJL("Stopping amazon-ssm-agent.service - amazon-ssm-agent..."),
-		agentJL("2024-10-21 10:00:05 INFO [amazon-ssm-agent] Stopping Core Agent"),
+	j.Write(
+		journaltest.Agent("\tstatus code: 400, request id: 1"),
+		journaltest.Agent("2024-10-21 10:00:04 INFO [amazon-ssm-agent] got signal:terminated value: terminated"),
+		journaltest.Systemd("Stopping amazon-ssm-agent.service - amazon-ssm-agent..."),
+		journaltest.Agent("2024-10-21 10:00:05 INFO [amazon-ssm-agent] Stopping Core Agent"),
 	)
 	run2 := startJournalReader(t, j, state)
 	run2.expect(
@@ -226,7 +165,7 @@ func TestJournalReaderRestart(t *testing.T) {
 	// A third start: the first event it hands out is the next line, so
 	// nothing before it came again.
 	run3 := startJournalReader(t, j, state)
-	j.write(agentJL("2024-10-21 10:01:00 INFO [amazon-ssm-agent] Starting Core Agent"))
+	j.Write(journaltest.Agent("2024-10-21 10:01:00 INFO [amazon-ssm-agent] Starting Core Agent"))
 	run3.expect("agent_start [amazon-ssm-agent] Starting Core Agent")
 	run3.stop()
 	run3.none()
@@ -235,15 +174,15 @@ func TestJournalReaderRestart(t *testing.T) {
 // TestJournalReaderCorruptCursor: a corrupt cursor file is reported and the
 // reader begins at the journal's end, as on a first start.
 func TestJournalReaderCorruptCursor(t *testing.T) {
-	j := newTestJournal(t)
+	j := journaltest.New(t)
 	state := filepath.Join(t.TempDir(), CursorFile)
-	j.write(agentJL("2024-10-21 09:00:00 INFO [amazon-ssm-agent] Starting Core Agent"))
+	j.Write(journaltest.Agent("2024-10-21 09:00:00 INFO [amazon-ssm-agent] Starting Core Agent"))
 	if err := atomicfile.WriteFile(state, []byte(`{"version":1,"cursor":`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	run := startJournalReader(t, j, state)
 	run.waitCursor(j)
-	j.write(agentJL("2024-10-21 10:00:00 INFO [amazon-ssm-agent] Bye."))
+	j.Write(journaltest.Agent("2024-10-21 10:00:00 INFO [amazon-ssm-agent] Bye."))
 	run.expect("agent_stop [amazon-ssm-agent] Bye.")
 	run.stop()
 	run.none()

@@ -357,7 +357,8 @@ func stripSource(m []byte) (msg, src []byte) {
 var months = []string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
 
 // stripSyslog removes a journald/syslog prefix: "Mmm dd hh:mm:ss host tag: "
-// (BSD syslog, journalctl's default) or "<RFC 3339 time> host tag: "
+// (BSD syslog, journalctl's default; with ".ffffff" after the seconds,
+// journalctl -o short-precise) or "<RFC 3339 time> host tag: "
 // (rsyslog's high-precision format, journalctl -o short-iso), either
 // without its host (the snap's journal lines as some tools show them), or
 // the tag alone, "program[pid]: " (journalctl -o cat's neighbours, syslog
@@ -365,11 +366,21 @@ var months = []string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "S
 func stripSyslog(b []byte) (rest, program []byte) {
 	n := 0
 	switch {
-	case len(b) > 16 && b[3] == ' ' && b[6] == ' ' && b[9] == ':' && b[12] == ':' && b[15] == ' ' && isMonth(b[:3]):
+	case len(b) > 16 && b[3] == ' ' && b[6] == ' ' && b[9] == ':' && b[12] == ':' && isMonth(b[:3]):
 		if !(b[4] == ' ' || isDigit(b[4])) || !isDigit(b[5]) {
 			return b, nil
 		}
-		n = 16
+		n = 15
+		if b[n] == '.' { // journalctl -o short-precise: microseconds
+			n++
+			for n < len(b) && isDigit(b[n]) {
+				n++
+			}
+		}
+		if n >= len(b) || b[n] != ' ' {
+			return b, nil
+		}
+		n++
 	case len(b) > 20 && b[4] == '-' && b[7] == '-' && b[10] == 'T' && b[13] == ':' && b[16] == ':':
 		sp := bytes.IndexByte(b[19:], ' ')
 		if sp < 0 {

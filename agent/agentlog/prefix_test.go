@@ -14,6 +14,12 @@ var prefixForms = map[string]func(n int, line string) string{
 	"journald short": func(_ int, l string) string {
 		return "Oct 21 10:00:00 ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
 	},
+	"journald short-precise": func(_ int, l string) string {
+		return "Oct 21 10:00:00.123456 ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
+	},
+	"journald short without a host": func(_ int, l string) string {
+		return "Oct  1 10:00:00 amazon-ssm-agent[1234]: " + l
+	},
 	"journald short-iso": func(_ int, l string) string {
 		return "2024-10-21T10:00:00+0000 ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
 	},
