@@ -277,7 +277,9 @@ func isStartLine(f found, m []byte) bool {
 // classifyForeign handles lines from other programs in journald output:
 // only systemd's start and stop of the agent's unit mean anything.
 func classifyForeign(prog, m []byte) Kind {
-	if !bytes.Equal(prog, []byte("systemd")) || !has(m, "amazon-ssm-agent") {
+	// systemd's lines carry its name, or with journalctl -o with-unit its
+	// unit's, init.scope.
+	if !(bytes.Equal(prog, []byte("systemd")) || bytes.Equal(prog, []byte("init.scope"))) || !has(m, "amazon-ssm-agent") {
 		return Other
 	}
 	switch {

@@ -54,7 +54,7 @@ func (l *Line) parse(b []byte, tc *stampCache) {
 	if len(b) > 0 && isDigit(b[0]) {
 		// An agent line begins with its date; only a syslog prefix
 		// begins otherwise (its RFC 3339 form with a digit too).
-		if len(b) > 20 && b[10] == 'T' {
+		if len(b) > 20 && (b[10] == 'T' || b[10] == '.') {
 			b, l.Program = stripSyslog(b)
 		}
 	} else if len(b) > 0 {
@@ -361,8 +361,9 @@ var months = []string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "S
 // journalctl -o short-precise) or "<RFC 3339 time> host tag: "
 // (rsyslog's high-precision format, journalctl -o short-iso), either
 // without its host (the snap's journal lines as some tools show them), or
-// the tag alone, "program[pid]: " (journalctl -o cat's neighbours, syslog
-// lines without the time). The tag is "program[pid]" or "program".
+// the tag alone, "program[pid]: " (syslog lines without the time). The
+// time may also be journalctl's short-full ("Mon 2024-10-21 10:00:00 UTC"),
+// short-monotonic ("[ 1234.567890]") or short-unix ("1729504800.123456"). The tag is "program[pid]" or "program".
 func stripSyslog(b []byte) (rest, program []byte) {
 	n := 0
 	switch {
@@ -387,6 +388,47 @@ func stripSyslog(b []byte) (rest, program []byte) {
 			return b, nil
 		}
 		n = 19 + sp + 1
+	case len(b) > 25 && b[3] == ' ' && b[8] == '-' && b[11] == '-' && b[14] == ' ' && b[17] == ':' && b[20] == ':':
+		// journalctl -o short-full: "Mon 2024-10-21 10:00:00 UTC "
+		// (with-unit too), the fraction optional, then the zone.
+		n = 22
+		for n < len(b) && (isDigit(b[n]) || b[n] == '.') {
+			n++
+		}
+		if n >= len(b) || b[n] != ' ' {
+			return b, nil
+		}
+		sp := bytes.IndexByte(b[n+1:], ' ')
+		if sp <= 0 {
+			return b, nil
+		}
+		n += 1 + sp + 1
+	case b[0] == '[':
+		// journalctl -o short-monotonic: "[ 1234.567890] "
+		n = 1
+		for n < len(b) && n < 24 && (b[n] == ' ' || isDigit(b[n]) || b[n] == '.') {
+			n++
+		}
+		if n < 4 || n+1 >= len(b) || b[n] != ']' || b[n+1] != ' ' || !isDigit(b[n-1]) || bytes.IndexByte(b[1:n], '.') < 0 {
+			return b, nil
+		}
+		n += 2
+	case len(b) > 12 && b[10] == '.' && isDigit(b[0]) && isDigit(b[9]):
+		// journalctl -o short-unix: "1729504800.123456 "
+		for n < 10 && isDigit(b[n]) {
+			n++
+		}
+		if n < 10 {
+			return b, nil
+		}
+		n++
+		for n < len(b) && isDigit(b[n]) {
+			n++
+		}
+		if n >= len(b) || b[n] != ' ' {
+			return b, nil
+		}
+		n++
 	default:
 		// The tag alone must have its pid: "word: " is a message too.
 		if end, ok := tagEnd(b, 0); ok && b[end-1] == ']' {

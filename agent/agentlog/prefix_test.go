@@ -20,6 +20,18 @@ var prefixForms = map[string]func(n int, line string) string{
 	"journald short without a host": func(_ int, l string) string {
 		return "Oct  1 10:00:00 amazon-ssm-agent[1234]: " + l
 	},
+	"journald short-full": func(_ int, l string) string {
+		return "Mon 2024-10-21 10:00:00 UTC ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
+	},
+	"journald with-unit": func(_ int, l string) string {
+		return "Mon 2024-10-21 10:00:00.123456 UTC ip-10-0-0-1 amazon-ssm-agent.service[1234]: " + l
+	},
+	"journald short-monotonic": func(_ int, l string) string {
+		return "[ 1234.567890] ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
+	},
+	"journald short-unix": func(_ int, l string) string {
+		return "1729504800.123456 ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
+	},
 	"journald short-iso": func(_ int, l string) string {
 		return "2024-10-21T10:00:00+0000 ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
 	},

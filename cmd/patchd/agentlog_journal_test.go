@@ -102,7 +102,7 @@ func TestClassifyJournalctlOutput(t *testing.T) {
 		journaltest.Agent("2024-10-21 10:00:02 WARN [amazon-ssm-agent] [EC2RoleProvider] Failed to connect to Systems Manager with SSM role credentials. x"),
 		journaltest.Agent("\tstatus code: 400, request id: 1"),
 	)
-	for _, format := range []string{"short", "short-iso", "short-precise"} {
+	for _, format := range []string{"short", "short-iso", "short-precise", "short-iso-precise", "short-full", "short-monotonic", "short-unix", "with-unit"} {
 		args := append(j.Journalctl()[1:], "--no-pager", "--output="+format)
 		out, err := exec.Command("journalctl", args...).Output()
 		if err != nil {
