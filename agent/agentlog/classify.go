@@ -47,6 +47,7 @@ var networkMarkers = []string{
 	"connection refused",                   // any dial to an endpoint
 	"Client.Timeout exceeded",              // net/http's timeout in an aws-sdk error
 	"context deadline exceeded (Client.Ti", // the same, cut differently
+	"x509: certificate",                    // TLS to the endpoint failed (an intercepting proxy, a clock)
 }
 
 // controlChannelMarkers are failures to reach Session Manager's endpoint
@@ -64,10 +65,13 @@ var credentialMarkers = []string{
 	"InvalidSignatureException",
 	"Signature expired",
 	"instance management role is not configured",
-	"unable to build RSA signature",        // ssm/rsaauth/ssm_rsaV4.go
-	"failed to build RSA signature",        // ssm/rsaauth/ssm_rsaV4.go
-	"Failed to get the v4 signature",       // session/communicator/websocketchannel.go
-	"Unauthorized request",                 // control channel
+	"unable to build RSA signature",  // ssm/rsaauth/ssm_rsaV4.go
+	"failed to build RSA signature",  // ssm/rsaauth/ssm_rsaV4.go
+	"Failed to get the v4 signature", // session/communicator/websocketchannel.go
+	"Unauthorized request",           // control channel
+	"UnauthorizedRequest",            // MGS: "Server authentication failed: <UnauthorizedRequest ..."
+	"UnrecognizedClientException",    // the security token included in the request is invalid
+	"InvalidClientTokenId",
 	"before retrying retrieve credentials", // core/app/credentialrefresher
 	"Retrieve credentials produced",        // core/app/credentialrefresher: error, aws error, unrecoverable aws error
 	"Credentials are not available when",   // core/app/credentialrefresher
