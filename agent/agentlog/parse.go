@@ -43,13 +43,13 @@ func ParseLine(b []byte) Line { return parseLine(b, nil) }
 // parseLine is ParseLine with a cache of the last minute's time (may be nil).
 func parseLine(b []byte, tc *stampCache) Line {
 	var l Line
-	l.parse(b, tc)
+	l.parse(b, tc, nil)
 	return l
 }
 
 // parse is parseLine into l, which must be zero: the Classifier's Feed
 // keeps its Line on the stack instead of copying one back per line.
-func (l *Line) parse(b []byte, tc *stampCache) {
+func (l *Line) parse(b []byte, tc *stampCache, gp *grepPath) {
 	b = trimCR(b)
 	if len(b) > 0 && isDigit(b[0]) {
 		// An agent line begins with its date; only a syslog prefix
@@ -60,7 +60,7 @@ func (l *Line) parse(b []byte, tc *stampCache) {
 	} else if len(b) > 0 {
 		b, l.Program = stripSyslog(b)
 		if l.Program == nil {
-			if g := stripGrep(b, tc); len(g) != len(b) {
+			if g := stripGrep(b, gp); len(g) != len(b) {
 				b, l.Program = stripSyslog(g) // grep over a syslog file
 			}
 		}
@@ -92,16 +92,16 @@ func (l *Line) parse(b []byte, tc *stampCache) {
 // files: "<path>:<line>:" (grep -rn), "<path>-<line>-" (a context line of
 // grep -C) and "<path>:" (grep -r). A path is taken as one only when it is
 // followed by an agent line, or when it is the path last seen that way
-// (tc remembers it), so that a continuation line ("caused by: x") is not
-// cut at its first colon.
-func stripGrep(b []byte, tc *stampCache) []byte {
-	if tc != nil && len(tc.grep) > 0 && len(b) > len(tc.grep) && string(b[:len(tc.grep)]) == string(tc.grep) {
-		if sep := b[len(tc.grep)]; sep == ':' || sep == '-' {
-			if rest, ok := afterLineNo(b[len(tc.grep)+1:], sep); ok {
+// (gp remembers it, when not nil), so that a continuation line ("caused
+// by: x") is not cut at its first colon.
+func stripGrep(b []byte, gp *grepPath) []byte {
+	if gp != nil && len(gp.path) > 0 && len(b) > len(gp.path) && string(b[:len(gp.path)]) == string(gp.path) {
+		if sep := b[len(gp.path)]; sep == ':' || sep == '-' {
+			if rest, ok := afterLineNo(b[len(gp.path)+1:], sep); ok {
 				return rest
 			}
 			if sep == ':' {
-				return b[len(tc.grep)+1:]
+				return b[len(gp.path)+1:]
 			}
 		}
 	}
@@ -130,8 +130,8 @@ func stripGrep(b []byte, tc *stampCache) []byte {
 				continue
 			}
 		}
-		if tc != nil {
-			tc.grep = append(tc.grep[:0], b[:i]...)
+		if gp != nil {
+			gp.path = append(gp.path[:0], b[:i]...)
 		}
 		return rest
 	}
@@ -252,9 +252,13 @@ type stampCache struct {
 	key  [16]byte
 	base time.Time // key's minute at second 0
 	ok   bool
-	// grep is the "<path>:" or "<path>-" of grep output last seen before
-	// an agent line, so that the continuation lines after it lose it too.
-	grep []byte
+}
+
+// grepPath is the path of grep output ("<path>:" or "<path>-") last seen
+// before an agent line, so that the continuation lines after it lose it
+// too. A Classifier keeps one.
+type grepPath struct {
+	path []byte
 }
 
 // has reports whether key is the cached minute. Two words, not a string
@@ -365,6 +369,9 @@ var months = []string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "S
 // time may also be journalctl's short-full ("Mon 2024-10-21 10:00:00 UTC"),
 // short-monotonic ("[ 1234.567890]") or short-unix ("1729504800.123456"). The tag is "program[pid]" or "program".
 func stripSyslog(b []byte) (rest, program []byte) {
+	if len(b) == 0 {
+		return b, nil
+	}
 	n := 0
 	switch {
 	case len(b) > 16 && b[3] == ' ' && b[6] == ' ' && b[9] == ':' && b[12] == ':' && isMonth(b[:3]):
