@@ -144,15 +144,26 @@ func (r *JournalReader) Run(ctx context.Context) error {
 	if c, ok := r.loadCursor(); ok {
 		r.safe = c
 	} else {
-		c, err := r.tailCursor(ctx)
-		if err != nil {
+		// Begin at the end: until journalctl can say where that is,
+		// nothing is read (reading from the start would replay history
+		// as fresh events).
+		for {
+			c, err := r.tailCursor(ctx)
 			if ctx.Err() != nil {
 				return nil
 			}
-			r.log.Error("cannot read the journal's end; following the agent's journal from its first entry", "err", err)
+			if err == nil {
+				r.safe, r.dirty = c, true
+				r.persist(true)
+				break
+			}
+			r.log.Error("cannot read where the journal ends; trying again", "err", err, "in", r.o.RetryDelay)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-r.clk.After(r.o.RetryDelay):
+			}
 		}
-		r.safe, r.dirty = c, true
-		r.persist(true)
 	}
 	for {
 		err := r.follow(ctx)
@@ -234,11 +245,22 @@ func (r *JournalReader) follow(ctx context.Context) error {
 	lines := make(chan []byte, 64)
 	go func() {
 		defer close(lines)
-		br := bufio.NewReaderSize(out, 64<<10)
+		br := bufio.NewReaderSize(out, maxJournalLine)
+		skipping := false
 		for {
-			b, err := br.ReadBytes('\n')
-			if len(b) > 0 {
-				lines <- b
+			b, err := br.ReadSlice('\n')
+			switch {
+			case errors.Is(err, bufio.ErrBufferFull):
+				// An entry longer than maxJournalLine (a huge field
+				// logged through the native API): dropped whole, its
+				// JSON could not be read anyway.
+				skipping = true
+				continue
+			case skipping:
+				skipping = false
+				lines <- nil
+			case len(b) > 0:
+				lines <- append([]byte(nil), b...)
 			}
 			if err != nil {
 				return
@@ -290,8 +312,18 @@ type journalEntry struct {
 	PID        string          `json:"_PID"`
 }
 
-// entry classifies one line of journalctl's output: a journal entry.
+// maxJournalLine bounds one line of journalctl's JSON: the agent's stdout
+// lines are at most journald's LineMax (48 KiB), escaped.
+const maxJournalLine = 1 << 20
+
+// entry classifies one line of journalctl's output: a journal entry. nil
+// is one that was too long.
 func (r *JournalReader) entry(b []byte) {
+	if b == nil {
+		r.o.Metrics.truncatedLine()
+		r.log.Warn("journalctl printed an entry longer than 1 MiB; skipped", "after_cursor", r.cur.cursor)
+		return
+	}
 	var e journalEntry
 	if err := json.Unmarshal(b, &e); err != nil || e.Cursor == "" {
 		r.log.Warn("journalctl printed a line that is no journal entry; skipped", "line", truncate(b, 200), "err", err)

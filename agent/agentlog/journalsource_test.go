@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,4 +187,30 @@ func TestJournalReaderCorruptCursor(t *testing.T) {
 	run.expect("agent_stop [amazon-ssm-agent] Bye.")
 	run.stop()
 	run.none()
+}
+
+// TestJournalReaderLongEntry: an entry too long to read is skipped and
+// counted, and the entries after it are read as usual.
+func TestJournalReaderLongEntry(t *testing.T) {
+	j := journaltest.New(t)
+	state := filepath.Join(t.TempDir(), CursorFile)
+	j.Write(journaltest.Agent("2024-10-21 09:00:00 INFO [amazon-ssm-agent] history"))
+	run := startJournalReader(t, j, state)
+	run.waitCursor(j)
+	j.Write(
+		journaltest.Agent("2024-10-21 10:00:00 INFO [amazon-ssm-agent] Stopping Core Agent "+strings.Repeat("x", maxJournalLine)),
+		journaltest.Agent("2024-10-21 10:00:01 INFO [amazon-ssm-agent] Bye."),
+	)
+	run.expect("agent_stop [amazon-ssm-agent] Bye.")
+	run.stop()
+	run.none()
+}
+
+// TestJournalReaderNeedsJournalctl: a missing journalctl is an error at
+// start-up that names the setting.
+func TestJournalReaderNeedsJournalctl(t *testing.T) {
+	_, err := NewJournalReader(JournalOptions{Command: []string{"/nonexistent/journalctl"}, StatePath: "x", Sink: func(Event) {}})
+	if err == nil || !strings.Contains(err.Error(), "agent_log.journalctl") {
+		t.Fatalf("err = %v, want one naming agent_log.journalctl", err)
+	}
 }
