@@ -336,9 +336,16 @@ func standalone(l *Line) bool {
 
 // isSeparator reports whether m is a line that a tool put between entries:
 // grep's "--" between context groups, journalctl's "-- Boot <id> --" and
-// "-- Logs begin at ... --". It belongs to no entry.
+// "-- Logs begin at ... --", and tail's "==> <file> <==" before each file's
+// lines. It belongs to no entry.
 func isSeparator(m []byte) bool {
-	if len(m) < 2 || m[0] != '-' || m[1] != '-' {
+	if len(m) < 2 {
+		return false
+	}
+	if m[0] == '=' {
+		return bytes.HasPrefix(m, []byte("==> ")) && bytes.HasSuffix(m, []byte(" <=="))
+	}
+	if m[0] != '-' || m[1] != '-' {
 		return false
 	}
 	return len(m) == 2 || (m[2] == ' ' && bytes.HasSuffix(m, []byte(" --")))

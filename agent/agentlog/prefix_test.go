@@ -110,8 +110,9 @@ func TestPrefixForms(t *testing.T) {
 }
 
 // TestPrefixSeparators: the lines tools put between entries belong to
-// none: grep's "--" and journalctl's "-- Boot ... --" do not continue the
-// entry before them, and the continuation after them is a tail.
+// none: grep's "--", journalctl's "-- Boot ... --" and tail's "==> f <=="
+// do not continue the entry before them, and a continuation line after
+// them is a tail of their kind, other.
 func TestPrefixSeparators(t *testing.T) {
 	in := "-- Logs begin at Mon 2024-10-21 09:00:00 UTC. --\n" +
 		"Oct 21 10:00:00 h amazon-ssm-agent[1]: 2024-10-21 10:00:00 ERROR [x] Retrieve credentials produced error: EC2RoleRequestError\n" +
@@ -119,8 +120,13 @@ func TestPrefixSeparators(t *testing.T) {
 		"-- Boot 0123456789abcdef --\n" +
 		"/var/log/amazon/ssm/amazon-ssm-agent.log:4:2024-10-21 10:00:01 INFO [x] Bye.\n" +
 		"--\n" +
-		"Oct 21 10:00:02 h systemd[1]: Started amazon-ssm-agent.service.\n"
-	want := []string{"-\tother", "ERROR\tnetwork_error", "-\tnetwork_error", "-\tother", "INFO\tagent_stop", "-\tother", "-\tagent_start"}
+		"Oct 21 10:00:02 h systemd[1]: Started amazon-ssm-agent.service.\n" +
+		"2024-10-21 10:00:03 ERROR [x] Failed to dial websocket: x\n" +
+		"\n" +
+		"==> /var/log/amazon/ssm/errors.log <==\n" +
+		"\tstatus code: 400, request id: 1\n"
+	want := []string{"-\tother", "ERROR\tnetwork_error", "-\tnetwork_error", "-\tother", "INFO\tagent_stop", "-\tother", "-\tagent_start",
+		"ERROR\tnetwork_error", "-\tnetwork_error", "-\tother", "-\tother"}
 	got := classifyLines([]byte(in))
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
