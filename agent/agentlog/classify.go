@@ -213,10 +213,11 @@ func newDecider(sets []found, kinds []Kind) decider {
 	return d
 }
 
-// Classify returns the event kind of an entry's first line. It follows
-// SSM-AGENT-FACTS.md "Log event kinds": a reboot marker first, then a
-// network cause (which wins over a credential context on the same line),
-// then credentials, stop, start, command end and start, health.
+// Classify returns the event kind of an entry's first line, as
+// docs/agent-log-events.md defines the kinds: a reboot marker first, then
+// a network cause (which wins over a credential context on the same line),
+// then credentials, a control channel failure without a named cause
+// (network), stop, start, command end and start, health.
 func Classify(l *Line) Kind {
 	k, _ := classify(table(), l, nil)
 	return k
