@@ -332,8 +332,21 @@ func standalone(l *Line) bool {
 	if isSeparator(l.Msg) {
 		return true
 	}
+	// A process's own first or last words, whose time and level were cut
+	// off in a paste ("amazon-ssm-agent got signal:terminated ..."): no
+	// agent message continues with them.
+	for _, p := range ownLines {
+		if bytes.HasPrefix(l.Msg, []byte(p)) {
+			return true
+		}
+	}
 	return has(l.Msg, "Initializing new seelog logger") || has(l.Msg, "New Seelog Logger Creation Complete")
 }
+
+// ownLines begin the lines that are an entry of their own even without a
+// time or level.
+var ownLines = [...]string{"amazon-ssm-agent got signal:", "ssm-agent-worker got signal:", "amazon-ssm-agent - v",
+	"ssm-agent-worker - v", "Starting Core Agent", "Stopping Core Agent"}
 
 // isSeparator reports whether m is a line that a tool put between entries:
 // grep's "--" between context groups, journalctl's "-- Boot <id> --" and

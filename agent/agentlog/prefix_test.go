@@ -132,3 +132,18 @@ func TestPrefixSeparators(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestOwnLinesWithoutLevel: a process's first or last words pasted without
+// their time and level still begin an entry of their kind instead of
+// continuing the entry before.
+func TestOwnLinesWithoutLevel(t *testing.T) {
+	in := "2024-10-21 10:00:00 ERROR [x] Failed to dial websocket: x\n" +
+		"amazon-ssm-agent got signal:terminated value:0x7f292bd0ce20\n" +
+		"Stopping Core Agent\n" +
+		"caused by: Bye.\n"
+	want := []string{"ERROR\tnetwork_error", "-\tagent_stop", "-\tagent_stop", "-\tagent_stop"}
+	got := classifyLines([]byte(in))
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
