@@ -146,6 +146,8 @@ type harness struct {
 	cancel context.CancelFunc
 	done   chan error
 	noScan bool // start without the watcher's first scan
+	// snapDelay is the engine's SnapshotDelay (0 in most tests).
+	snapDelay time.Duration
 }
 
 func newHarness(t *testing.T, r *fakeRunner) *harness {
@@ -160,7 +162,7 @@ func newHarness(t *testing.T, r *fakeRunner) *harness {
 
 func (h *harness) start() {
 	h.reg = prometheus.NewRegistry()
-	e, err := New(Options{StateDir: h.dir, AgentData: h.agent, Runner: h.runner, Packages: h.pkgs,
+	e, err := New(Options{StateDir: h.dir, AgentData: h.agent, Runner: h.runner, Packages: h.pkgs, SnapshotDelay: h.snapDelay,
 		Settings: func() Settings { return h.set }, Reg: h.reg, Clock: h.clock, Shutdown: h.down,
 		StopBound: time.Minute, BootID: func() string { return "boot-1" }})
 	if err != nil {
@@ -892,5 +894,30 @@ func TestCleanupLineFromTheAgentsLog(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no clean-up line read from the agent's log:\n%s", data)
+	}
+}
+
+// A gate's answer needs the open-time package snapshot (the patch must not
+// start before it), but not the delay that only makes way for the first
+// hooks: once pre-patch is done the snapshot is taken at once. Before, every
+// gate round paid the whole delay.
+func TestGateDoesNotWaitOutTheSnapshotDelay(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.snapDelay = time.Hour
+	h.restart()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep := h.e.Gate(ctx, GateRequest{Phase: "pre-patch", DocumentID: "g"})
+	if !rep.OK {
+		t.Fatalf("pre-patch gate with a one-hour snapshot delay = %+v, want an answer once the hooks are done", rep)
+	}
+	h.flush()
+	st, err := LoadState(filepath.Join(h.dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Current == nil || len(st.Current.Packages) != 1 {
+		t.Fatalf("open cycle after the gate = %+v, want the snapshot's one package in it", st.Current)
 	}
 }
