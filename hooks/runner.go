@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -361,11 +363,15 @@ func exitedNormally(err error) bool {
 	return false
 }
 
-// PhaseOptions connect RunPhase to the cycle's persisted state.
+// PhaseOptions connect a phase run to the cycle's persisted state.
 type PhaseOptions struct {
 	// Skip reports a hook that already finished in this cycle (resume
 	// after a crash); it is neither run nor reported.
 	Skip func(h Hook) bool
+	// Finished, like Skip, passes over a hook that already finished in this
+	// cycle, but gives its result: it counts for the policy (a pre-patch
+	// hook that failed before a restart still stops the rest).
+	Finished func(h Hook) (Result, bool)
 	// OnStart is called before a hook starts (the cycle persists "attempt
 	// N started"); an error aborts the phase.
 	OnStart func(h Hook) error
@@ -377,24 +383,55 @@ type PhaseOptions struct {
 	Attempt func(h Hook) int
 }
 
-// RunPhase discovers the hooks of env.Phase under root and runs them in
-// lexical order under the phase's failure policy (docs/design.md, "The patch cycle"): pre-patch
-// stops at the first hook that does not succeed and reports the rest as
-// NotRun; pre-reboot and post-patch run every hook. Skipped files are not
-// reported. The error is not about hooks failing (that is in the results)
-// but about the phase not being carried out: the directory cannot be read,
-// a callback failed, or ctx ended (patchd stopping), in which case the
-// interrupted hook is absent from the results and must run again.
+// RunPhase discovers the hooks of env.Phase under root and runs them under
+// the phase policy (RunHooks).
 func (r *Runner) RunPhase(ctx context.Context, root string, env Env, p PhaseOptions) ([]Result, error) {
 	list, err := Discover(root, env.Phase)
 	if err != nil {
 		return nil, err
 	}
+	results, err := RunHooks(ctx, list, env, r.RunHook, p)
+	if err == nil && !env.DryRun {
+		r.m.recordPhase(env.Phase, results)
+	}
+	return results, err
+}
+
+// StopsPhase reports whether a hook's result stops the rest of its phase:
+// in pre-patch, anything but a success (or a dry run); the other phases run
+// every hook.
+func StopsPhase(res Result) bool {
+	return res.Phase == PrePatch && res.Outcome != Success && res.Outcome != DryRun
+}
+
+// RunHooks is the phase policy (docs/design.md, "The patch cycle"), the one place it is decided
+// for `patchd hooks run` and the daemon's cycle alike: the hooks of list run
+// in lexical order through run; in pre-patch the first that does not
+// succeed stops the phase and the rest are reported NotRun (OnResult is not
+// called for them); a hook the stop of patchd interrupted (its result says
+// Interrupted: the signal ended it) did not finish and must run again,
+// while one that exited on its own during the stop, even non-zero after
+// trapping the signal, finished with that result. Skipped files are not
+// reported. The error is not about hooks failing (that is in the results)
+// but about the phase not being carried out: a callback failed or ctx
+// ended (patchd stopping), in which case the interrupted hook is absent
+// from the results.
+func RunHooks(ctx context.Context, list []Hook, env Env, run func(context.Context, Hook, Env) Result, p PhaseOptions) ([]Result, error) {
+	list = slices.Clone(list)
+	slices.SortFunc(list, func(a, b Hook) int { return strings.Compare(a.Name, b.Name) })
 	var results []Result
 	failedAt := ""
 	for _, h := range list {
 		if h.State == Skipped || (p.Skip != nil && p.Skip(h)) {
 			continue
+		}
+		if p.Finished != nil {
+			if prev, ok := p.Finished(h); ok {
+				if failedAt == "" && StopsPhase(prev) {
+					failedAt = h.Name
+				}
+				continue
+			}
 		}
 		if failedAt != "" {
 			results = append(results, Result{Phase: h.Phase, Name: h.Name, Outcome: NotRun, ExitCode: -1,
@@ -413,7 +450,7 @@ func (r *Runner) RunPhase(ctx context.Context, root string, env Env, p PhaseOpti
 				return results, fmt.Errorf("%s phase stopped before hook %s: %w", env.Phase, h.Name, err)
 			}
 		}
-		res := r.RunHook(ctx, h, e)
+		res := run(ctx, h, e)
 		if res.Interrupted {
 			return results, fmt.Errorf("%s phase interrupted during hook %s: %w", env.Phase, h.Name, ctx.Err())
 		}
@@ -423,12 +460,9 @@ func (r *Runner) RunPhase(ctx context.Context, root string, env Env, p PhaseOpti
 			}
 		}
 		results = append(results, res)
-		if env.Phase == PrePatch && res.Outcome != Success && res.Outcome != DryRun {
+		if StopsPhase(res) {
 			failedAt = h.Name
 		}
-	}
-	if !env.DryRun {
-		r.m.recordPhase(env.Phase, results)
 	}
 	return results, nil
 }

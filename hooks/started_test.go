@@ -13,7 +13,7 @@ import (
 // is the hook's own pid, and its group.
 func TestWithStartedReportsTheProcessGroup(t *testing.T) {
 	root := newRoot(t)
-	writeHook(t, filepath.Join(root, "post-patch", "10-pid"), "#!/bin/sh\necho $$ $(ps -o pgid= -p $$)\n", 0o755)
+	writeHook(t, filepath.Join(root, "post-patch", "10-pid"), "#!/bin/sh\necho $$ $(cut -d' ' -f5 /proc/$$/stat)\n", 0o755)
 	hs, _ := Discover(root, PostPatch)
 	r := NewRunner(Options{PhaseTimeouts: map[Phase]time.Duration{PostPatch: 42 * time.Second}}, nil)
 	got := 0

@@ -39,6 +39,11 @@ for d in examples prometheus grafana ssm; do
     cp -R "packaging/$d" "$doc/$d"
   fi
 done
+# The README links into docs/; ship it beside the README so the links work.
+if [ -d docs ]; then
+  install -d -m 0755 "$doc/docs"
+  install -m 0644 docs/*.md "$doc/docs/"
+fi
 # Debian wants a changelog in every binary package; the project's history is
 # its git log, so the entry names the commit. Dated by that commit, so that
 # the same tree gives the same package.

@@ -34,7 +34,9 @@ fi
 #   curl            the example hooks' tests call it (through a fake server)
 #   util-linux debianutils   unshare (maintainer-script cases), run-parts
 #                            (the hooks baseline); both essential on Debian
-common=(gcc libc6-dev git rpm lintian systemd prometheus curl util-linux debianutils)
+#   systemd-journal-remote   the journal source's tests: real journal files
+#                            for the real journalctl to follow
+common=(gcc libc6-dev git rpm lintian systemd systemd-journal-remote prometheus curl util-linux debianutils)
 #   debootstrap systemd-container dbus   make test-e2e (root only): a
 #                            bookworm root booted with systemd-nspawn
 root_only=(debootstrap systemd-container dbus)

@@ -72,6 +72,9 @@ EOF
       fi
     done < <(find "packaging/$d" -type f)
   done
+  for f in docs/*.md; do
+    [ -e "$f" ] && echo "-rw-r--r-- root/root /usr/share/doc/patchd/$f"
+  done
 }
 
 # check_entries NAME LISTING: LISTING has "mode owner/group path" lines.

@@ -47,6 +47,7 @@ var networkMarkers = []string{
 	"connection refused",                   // any dial to an endpoint
 	"Client.Timeout exceeded",              // net/http's timeout in an aws-sdk error
 	"context deadline exceeded (Client.Ti", // the same, cut differently
+	"x509: certificate",                    // TLS to the endpoint failed (an intercepting proxy, a clock)
 }
 
 // controlChannelMarkers are failures to reach Session Manager's endpoint
@@ -64,10 +65,13 @@ var credentialMarkers = []string{
 	"InvalidSignatureException",
 	"Signature expired",
 	"instance management role is not configured",
-	"unable to build RSA signature",        // ssm/rsaauth/ssm_rsaV4.go
-	"failed to build RSA signature",        // ssm/rsaauth/ssm_rsaV4.go
-	"Failed to get the v4 signature",       // session/communicator/websocketchannel.go
-	"Unauthorized request",                 // control channel
+	"unable to build RSA signature",  // ssm/rsaauth/ssm_rsaV4.go
+	"failed to build RSA signature",  // ssm/rsaauth/ssm_rsaV4.go
+	"Failed to get the v4 signature", // session/communicator/websocketchannel.go
+	"Unauthorized request",           // control channel
+	"UnauthorizedRequest",            // MGS: "Server authentication failed: <UnauthorizedRequest ..."
+	"UnrecognizedClientException",    // the security token included in the request is invalid
+	"InvalidClientTokenId",
 	"before retrying retrieve credentials", // core/app/credentialrefresher
 	"Retrieve credentials produced",        // core/app/credentialrefresher: error, aws error, unrecoverable aws error
 	"Credentials are not available when",   // core/app/credentialrefresher
@@ -209,10 +213,11 @@ func newDecider(sets []found, kinds []Kind) decider {
 	return d
 }
 
-// Classify returns the event kind of an entry's first line. It follows
-// docs/agent-formats.md, "Marker messages": a reboot marker first, then a
-// network cause (which wins over a credential context on the same line),
-// then credentials, stop, start, command end and start, health.
+// Classify returns the event kind of an entry's first line, as
+// docs/agent-log-events.md defines the kinds: a reboot marker first, then
+// a network cause (which wins over a credential context on the same line),
+// then credentials, a control channel failure without a named cause
+// (network), stop, start, command end and start, health.
 func Classify(l *Line) Kind {
 	k, _ := classify(table(), l, nil)
 	return k
@@ -277,7 +282,9 @@ func isStartLine(f found, m []byte) bool {
 // classifyForeign handles lines from other programs in journald output:
 // only systemd's start and stop of the agent's unit mean anything.
 func classifyForeign(prog, m []byte) Kind {
-	if !bytes.Equal(prog, []byte("systemd")) || !has(m, "amazon-ssm-agent") {
+	// systemd's lines carry its name, or with journalctl -o with-unit its
+	// unit's, init.scope.
+	if !(bytes.Equal(prog, []byte("systemd")) || bytes.Equal(prog, []byte("init.scope"))) || !has(m, "amazon-ssm-agent") {
 		return Other
 	}
 	switch {
@@ -325,14 +332,34 @@ func standalone(l *Line) bool {
 	if isSeparator(l.Msg) {
 		return true
 	}
+	// A process's own first or last words, whose time and level were cut
+	// off in a paste ("amazon-ssm-agent got signal:terminated ..."): no
+	// agent message continues with them.
+	for _, p := range ownLines {
+		if bytes.HasPrefix(l.Msg, []byte(p)) {
+			return true
+		}
+	}
 	return has(l.Msg, "Initializing new seelog logger") || has(l.Msg, "New Seelog Logger Creation Complete")
 }
 
+// ownLines begin the lines that are an entry of their own even without a
+// time or level.
+var ownLines = [...]string{"amazon-ssm-agent got signal:", "ssm-agent-worker got signal:", "amazon-ssm-agent - v",
+	"ssm-agent-worker - v", "Starting Core Agent", "Stopping Core Agent"}
+
 // isSeparator reports whether m is a line that a tool put between entries:
 // grep's "--" between context groups, journalctl's "-- Boot <id> --" and
-// "-- Logs begin at ... --". It belongs to no entry.
+// "-- Logs begin at ... --", and tail's "==> <file> <==" before each file's
+// lines. It belongs to no entry.
 func isSeparator(m []byte) bool {
-	if len(m) < 2 || m[0] != '-' || m[1] != '-' {
+	if len(m) < 2 {
+		return false
+	}
+	if m[0] == '=' {
+		return bytes.HasPrefix(m, []byte("==> ")) && bytes.HasSuffix(m, []byte(" <=="))
+	}
+	if m[0] != '-' || m[1] != '-' {
 		return false
 	}
 	return len(m) == 2 || (m[2] == ' ' && bytes.HasSuffix(m, []byte(" --")))

@@ -46,6 +46,7 @@ type Classifier struct {
 	// lastKind is what continuation lines after a flush carry.
 	lastKind Kind
 	stamps   stampCache
+	grep     grepPath
 	// sieves are the marker tables, taken once from table.
 	sieves *sieves
 }
@@ -59,7 +60,7 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 		c.sieves = table()
 	}
 	var l Line
-	l.parse(b, &c.stamps)
+	l.parse(b, &c.stamps, &c.grep)
 	if l.Level == "" && !standalone(&l) {
 		if c.pending {
 			c.cur.Lines++
@@ -119,6 +120,7 @@ func (c *Classifier) Reset() {
 	c.cur = Entry{}
 	c.lastKind = ""
 	c.lineNo = 0
+	c.grep.path = c.grep.path[:0]
 }
 
 // Clone returns e with its own copy of the event's strings (Event.Clone),

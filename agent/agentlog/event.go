@@ -1,5 +1,5 @@
 // Package agentlog follows amazon-ssm-agent's log files across rotation and
-// classifies every line into events (docs/agent-formats.md, "Marker messages").
+// classifies every line into events (docs/agent-log-events.md defines the kinds).
 package agentlog
 
 import (

@@ -86,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer, files []string) *Metrics {
 	m := &Metrics{
 		lines: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "patchd_agent_log_lines_total",
-			Help: "Physical lines read from amazon-ssm-agent's logs, by file and level token (- for none).",
+			Help: "Physical lines read from amazon-ssm-agent's logs, by file and level token (TRACE counted as DEBUG, - for none).",
 		}, []string{"file", "level"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "patchd_agent_log_events_total",
@@ -114,6 +114,12 @@ func NewMetrics(reg prometheus.Registerer, files []string) *Metrics {
 	for _, f := range files {
 		var c lineCounters
 		for i, lv := range levels {
+			// TRACE lines count as DEBUG: both appear only when an operator
+			// turns the agent's logging up, and the two series they would
+			// take are the per-host budget's (docs/metrics.md).
+			if lv == "TRACE" {
+				lv = "DEBUG"
+			}
 			c.c[i] = m.lines.WithLabelValues(f, lv)
 		}
 		c.c[len(levels)] = m.lines.WithLabelValues(f, "-")

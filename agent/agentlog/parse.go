@@ -43,24 +43,24 @@ func ParseLine(b []byte) Line { return parseLine(b, nil) }
 // parseLine is ParseLine with a cache of the last minute's time (may be nil).
 func parseLine(b []byte, tc *stampCache) Line {
 	var l Line
-	l.parse(b, tc)
+	l.parse(b, tc, nil)
 	return l
 }
 
 // parse is parseLine into l, which must be zero: the Classifier's Feed
 // keeps its Line on the stack instead of copying one back per line.
-func (l *Line) parse(b []byte, tc *stampCache) {
+func (l *Line) parse(b []byte, tc *stampCache, gp *grepPath) {
 	b = trimCR(b)
 	if len(b) > 0 && isDigit(b[0]) {
 		// An agent line begins with its date; only a syslog prefix
 		// begins otherwise (its RFC 3339 form with a digit too).
-		if len(b) > 20 && b[10] == 'T' {
+		if len(b) > 20 && (b[10] == 'T' || b[10] == '.') {
 			b, l.Program = stripSyslog(b)
 		}
 	} else if len(b) > 0 {
 		b, l.Program = stripSyslog(b)
 		if l.Program == nil {
-			if g := stripGrep(b, tc); len(g) != len(b) {
+			if g := stripGrep(b, gp); len(g) != len(b) {
 				b, l.Program = stripSyslog(g) // grep over a syslog file
 			}
 		}
@@ -92,16 +92,16 @@ func (l *Line) parse(b []byte, tc *stampCache) {
 // files: "<path>:<line>:" (grep -rn), "<path>-<line>-" (a context line of
 // grep -C) and "<path>:" (grep -r). A path is taken as one only when it is
 // followed by an agent line, or when it is the path last seen that way
-// (tc remembers it), so that a continuation line ("caused by: x") is not
-// cut at its first colon.
-func stripGrep(b []byte, tc *stampCache) []byte {
-	if tc != nil && len(tc.grep) > 0 && len(b) > len(tc.grep) && string(b[:len(tc.grep)]) == string(tc.grep) {
-		if sep := b[len(tc.grep)]; sep == ':' || sep == '-' {
-			if rest, ok := afterLineNo(b[len(tc.grep)+1:], sep); ok {
+// (gp remembers it, when not nil), so that a continuation line ("caused
+// by: x") is not cut at its first colon.
+func stripGrep(b []byte, gp *grepPath) []byte {
+	if gp != nil && len(gp.path) > 0 && len(b) > len(gp.path) && string(b[:len(gp.path)]) == string(gp.path) {
+		if sep := b[len(gp.path)]; sep == ':' || sep == '-' {
+			if rest, ok := afterLineNo(b[len(gp.path)+1:], sep); ok {
 				return rest
 			}
 			if sep == ':' {
-				return b[len(tc.grep)+1:]
+				return b[len(gp.path)+1:]
 			}
 		}
 	}
@@ -130,8 +130,8 @@ func stripGrep(b []byte, tc *stampCache) []byte {
 				continue
 			}
 		}
-		if tc != nil {
-			tc.grep = append(tc.grep[:0], b[:i]...)
+		if gp != nil {
+			gp.path = append(gp.path[:0], b[:i]...)
 		}
 		return rest
 	}
@@ -252,9 +252,13 @@ type stampCache struct {
 	key  [16]byte
 	base time.Time // key's minute at second 0
 	ok   bool
-	// grep is the "<path>:" or "<path>-" of grep output last seen before
-	// an agent line, so that the continuation lines after it lose it too.
-	grep []byte
+}
+
+// grepPath is the path of grep output ("<path>:" or "<path>-") last seen
+// before an agent line, so that the continuation lines after it lose it
+// too. A Classifier keeps one.
+type grepPath struct {
+	path []byte
 }
 
 // has reports whether key is the cached minute. Two words, not a string
@@ -357,25 +361,81 @@ func stripSource(m []byte) (msg, src []byte) {
 var months = []string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
 
 // stripSyslog removes a journald/syslog prefix: "Mmm dd hh:mm:ss host tag: "
-// (BSD syslog, journalctl's default) or "<RFC 3339 time> host tag: "
+// (BSD syslog, journalctl's default; with ".ffffff" after the seconds,
+// journalctl -o short-precise) or "<RFC 3339 time> host tag: "
 // (rsyslog's high-precision format, journalctl -o short-iso), either
 // without its host (the snap's journal lines as some tools show them), or
-// the tag alone, "program[pid]: " (journalctl -o cat's neighbours, syslog
-// lines without the time). The tag is "program[pid]" or "program".
+// the tag alone, "program[pid]: " (syslog lines without the time). The
+// time may also be journalctl's short-full ("Mon 2024-10-21 10:00:00 UTC"),
+// short-monotonic ("[ 1234.567890]") or short-unix ("1729504800.123456"). The tag is "program[pid]" or "program".
 func stripSyslog(b []byte) (rest, program []byte) {
+	if len(b) == 0 {
+		return b, nil
+	}
 	n := 0
 	switch {
-	case len(b) > 16 && b[3] == ' ' && b[6] == ' ' && b[9] == ':' && b[12] == ':' && b[15] == ' ' && isMonth(b[:3]):
+	case len(b) > 16 && b[3] == ' ' && b[6] == ' ' && b[9] == ':' && b[12] == ':' && isMonth(b[:3]):
 		if !(b[4] == ' ' || isDigit(b[4])) || !isDigit(b[5]) {
 			return b, nil
 		}
-		n = 16
+		n = 15
+		if b[n] == '.' { // journalctl -o short-precise: microseconds
+			n++
+			for n < len(b) && isDigit(b[n]) {
+				n++
+			}
+		}
+		if n >= len(b) || b[n] != ' ' {
+			return b, nil
+		}
+		n++
 	case len(b) > 20 && b[4] == '-' && b[7] == '-' && b[10] == 'T' && b[13] == ':' && b[16] == ':':
 		sp := bytes.IndexByte(b[19:], ' ')
 		if sp < 0 {
 			return b, nil
 		}
 		n = 19 + sp + 1
+	case len(b) > 25 && b[3] == ' ' && b[8] == '-' && b[11] == '-' && b[14] == ' ' && b[17] == ':' && b[20] == ':':
+		// journalctl -o short-full: "Mon 2024-10-21 10:00:00 UTC "
+		// (with-unit too), the fraction optional, then the zone.
+		n = 22
+		for n < len(b) && (isDigit(b[n]) || b[n] == '.') {
+			n++
+		}
+		if n >= len(b) || b[n] != ' ' {
+			return b, nil
+		}
+		sp := bytes.IndexByte(b[n+1:], ' ')
+		if sp <= 0 {
+			return b, nil
+		}
+		n += 1 + sp + 1
+	case b[0] == '[':
+		// journalctl -o short-monotonic: "[ 1234.567890] "
+		n = 1
+		for n < len(b) && n < 24 && (b[n] == ' ' || isDigit(b[n]) || b[n] == '.') {
+			n++
+		}
+		if n < 4 || n+1 >= len(b) || b[n] != ']' || b[n+1] != ' ' || !isDigit(b[n-1]) || bytes.IndexByte(b[1:n], '.') < 0 {
+			return b, nil
+		}
+		n += 2
+	case len(b) > 12 && b[10] == '.' && isDigit(b[0]) && isDigit(b[9]):
+		// journalctl -o short-unix: "1729504800.123456 "
+		for n < 10 && isDigit(b[n]) {
+			n++
+		}
+		if n < 10 {
+			return b, nil
+		}
+		n++
+		for n < len(b) && isDigit(b[n]) {
+			n++
+		}
+		if n >= len(b) || b[n] != ' ' {
+			return b, nil
+		}
+		n++
 	default:
 		// The tag alone must have its pid: "word: " is a message too.
 		if end, ok := tagEnd(b, 0); ok && b[end-1] == ']' {

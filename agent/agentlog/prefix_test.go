@@ -14,6 +14,24 @@ var prefixForms = map[string]func(n int, line string) string{
 	"journald short": func(_ int, l string) string {
 		return "Oct 21 10:00:00 ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
 	},
+	"journald short-precise": func(_ int, l string) string {
+		return "Oct 21 10:00:00.123456 ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
+	},
+	"journald short without a host": func(_ int, l string) string {
+		return "Oct  1 10:00:00 amazon-ssm-agent[1234]: " + l
+	},
+	"journald short-full": func(_ int, l string) string {
+		return "Mon 2024-10-21 10:00:00 UTC ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
+	},
+	"journald with-unit": func(_ int, l string) string {
+		return "Mon 2024-10-21 10:00:00.123456 UTC ip-10-0-0-1 amazon-ssm-agent.service[1234]: " + l
+	},
+	"journald short-monotonic": func(_ int, l string) string {
+		return "[ 1234.567890] ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
+	},
+	"journald short-unix": func(_ int, l string) string {
+		return "1729504800.123456 ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
+	},
 	"journald short-iso": func(_ int, l string) string {
 		return "2024-10-21T10:00:00+0000 ip-10-0-0-1 amazon-ssm-agent[1234]: " + l
 	},
@@ -92,8 +110,9 @@ func TestPrefixForms(t *testing.T) {
 }
 
 // TestPrefixSeparators: the lines tools put between entries belong to
-// none: grep's "--" and journalctl's "-- Boot ... --" do not continue the
-// entry before them, and the continuation after them is a tail.
+// none: grep's "--", journalctl's "-- Boot ... --" and tail's "==> f <=="
+// do not continue the entry before them, and a continuation line after
+// them is a tail of their kind, other.
 func TestPrefixSeparators(t *testing.T) {
 	in := "-- Logs begin at Mon 2024-10-21 09:00:00 UTC. --\n" +
 		"Oct 21 10:00:00 h amazon-ssm-agent[1]: 2024-10-21 10:00:00 ERROR [x] Retrieve credentials produced error: EC2RoleRequestError\n" +
@@ -101,8 +120,28 @@ func TestPrefixSeparators(t *testing.T) {
 		"-- Boot 0123456789abcdef --\n" +
 		"/var/log/amazon/ssm/amazon-ssm-agent.log:4:2024-10-21 10:00:01 INFO [x] Bye.\n" +
 		"--\n" +
-		"Oct 21 10:00:02 h systemd[1]: Started amazon-ssm-agent.service.\n"
-	want := []string{"-\tother", "ERROR\tnetwork_error", "-\tnetwork_error", "-\tother", "INFO\tagent_stop", "-\tother", "-\tagent_start"}
+		"Oct 21 10:00:02 h systemd[1]: Started amazon-ssm-agent.service.\n" +
+		"2024-10-21 10:00:03 ERROR [x] Failed to dial websocket: x\n" +
+		"\n" +
+		"==> /var/log/amazon/ssm/errors.log <==\n" +
+		"\tstatus code: 400, request id: 1\n"
+	want := []string{"-\tother", "ERROR\tnetwork_error", "-\tnetwork_error", "-\tother", "INFO\tagent_stop", "-\tother", "-\tagent_start",
+		"ERROR\tnetwork_error", "-\tnetwork_error", "-\tother", "-\tother"}
+	got := classifyLines([]byte(in))
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestOwnLinesWithoutLevel: a process's first or last words pasted without
+// their time and level still begin an entry of their kind instead of
+// continuing the entry before.
+func TestOwnLinesWithoutLevel(t *testing.T) {
+	in := "2024-10-21 10:00:00 ERROR [x] Failed to dial websocket: x\n" +
+		"amazon-ssm-agent got signal:terminated value:0x7f292bd0ce20\n" +
+		"Stopping Core Agent\n" +
+		"caused by: Bye.\n"
+	want := []string{"ERROR\tnetwork_error", "-\tagent_stop", "-\tagent_stop", "-\tagent_stop"}
 	got := classifyLines([]byte(in))
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

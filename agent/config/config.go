@@ -88,6 +88,14 @@ type Cycle struct {
 
 // AgentLog sets which of the agent's logs are followed.
 type AgentLog struct {
+	// Source is where the agent's log is read: "files" (Files inside
+	// Paths.AgentLogs) or "journal" (the systemd journal, through
+	// Journalctl), for hosts where the agent logs only there.
+	Source string `yaml:"source"`
+	// Journalctl is the journalctl command and the arguments that choose
+	// the agent's entries, for Source journal; patchd adds --follow
+	// --output=json and where to begin.
+	Journalctl []string `yaml:"journalctl"`
 	// Files are names inside Paths.AgentLogs.
 	Files []string `yaml:"files"`
 	// RotationGrace is how long a just-rotated file is still drained.
@@ -156,6 +164,9 @@ func Default() Config {
 			LedgerMaxEntries: 1000,
 		},
 		AgentLog: AgentLog{
+			Source: "files",
+			Journalctl: []string{"journalctl", "--unit=amazon-ssm-agent.service",
+				"--unit=snap.amazon-ssm-agent.amazon-ssm-agent.service"},
 			Files:         []string{"amazon-ssm-agent.log", "errors.log"},
 			RotationGrace: 5 * time.Second,
 		},

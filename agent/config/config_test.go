@@ -101,6 +101,10 @@ func TestParseInvalid(t *testing.T) {
 			[]string{`imds.endpoint: "127.0.0.1:1338" must start with http://`}},
 		{"agent log file with a slash", "agent_log:\n  files: [../x.log]\n",
 			[]string{`agent_log.files: "../x.log" must be a plain file name`}},
+		{"unknown agent log source", "agent_log:\n  source: syslog\n",
+			[]string{`patchd.yaml:2: agent_log.source: "syslog" is not a log source; use files`}},
+		{"journal source without journalctl", "agent_log:\n  source: journal\n  journalctl: []\n",
+			[]string{`agent_log.journalctl: must name the journalctl command when agent_log.source is journal`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()

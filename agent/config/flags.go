@@ -117,6 +117,8 @@ func AddFlags(app *kingpin.Application) *Flags {
 	dur("cycle.failsafe-age", "Age after which an open cycle is closed as timed_out and post-patch runs.", func(c *Config) *time.Duration { return &c.Cycle.FailsafeAge })
 	list("cycle.extra-documents", "Document names or patterns that also count as patch runs.", func(c *Config) *[]string { return &c.Cycle.ExtraDocuments })
 	num("cycle.ledger-max-entries", "Entries kept in ledger.jsonl.", func(c *Config) *int { return &c.Cycle.LedgerMaxEntries })
+	str("agent-log.source", "Where the agent's log is read: files (--agent-log.files) or journal (--agent-log.journalctl).", func(c *Config) *string { return &c.AgentLog.Source })
+	list("agent-log.journalctl", "journalctl and the arguments that choose the agent's entries, for --agent-log.source=journal.", func(c *Config) *[]string { return &c.AgentLog.Journalctl })
 	list("agent-log.files", "Agent log files to follow, inside --path.agent-logs.", func(c *Config) *[]string { return &c.AgentLog.Files })
 	dur("agent-log.rotation-grace", "How long a rotated log file is still drained.", func(c *Config) *time.Duration { return &c.AgentLog.RotationGrace })
 	str("imds.endpoint", "Instance metadata service address (empty: $AWS_EC2_METADATA_SERVICE_ENDPOINT, else 169.254.169.254).", func(c *Config) *string { return &c.IMDS.Endpoint })

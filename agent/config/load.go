@@ -357,6 +357,14 @@ func (c *Config) validate(file string, root *yaml.Node) error {
 		}
 	}
 	positive("agent_log.rotation_grace", c.AgentLog.RotationGrace)
+	switch c.AgentLog.Source {
+	case "files", "journal":
+	default:
+		add("agent_log.source", "%q is not a log source; use files (the agent's log files) or journal (the systemd journal)", c.AgentLog.Source)
+	}
+	if c.AgentLog.Source == "journal" && (len(c.AgentLog.Journalctl) == 0 || strings.TrimSpace(c.AgentLog.Journalctl[0]) == "") {
+		add("agent_log.journalctl", "must name the journalctl command when agent_log.source is journal, e.g. [journalctl, --unit=amazon-ssm-agent.service]")
+	}
 	if c.IMDS.Endpoint != "" && !strings.HasPrefix(c.IMDS.Endpoint, "http://") && !strings.HasPrefix(c.IMDS.Endpoint, "https://") {
 		add("imds.endpoint", "%q must start with http:// (e.g. http://169.254.169.254), or be empty for the default", c.IMDS.Endpoint)
 	}

@@ -87,6 +87,7 @@ type Engine struct {
 	wake  chan struct{}
 
 	snapWait chan snapResult // the open-time package snapshot, while it runs
+	snapNow  chan struct{}   // closed to end the snapshot's delay early
 
 	snap     atomic.Pointer[[]byte] // last persisted state, for Status
 	running  atomic.Pointer[string] // hook running now, for Status
@@ -385,7 +386,8 @@ func (e *Engine) startSnapshot(ctx context.Context) {
 		return
 	}
 	ch := make(chan snapResult, 1)
-	e.snapWait = ch
+	now := make(chan struct{})
+	e.snapWait, e.snapNow = ch, now
 	delay := e.o.SnapshotDelay
 	go func() {
 		if delay > 0 {
@@ -394,6 +396,10 @@ func (e *Engine) startSnapshot(ctx context.Context) {
 			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
+			case <-now:
+				// Someone waits for the snapshot (a gate's answer): the
+				// hooks it made way for are done.
+				t.Stop()
 			case <-ctx.Done():
 				t.Stop()
 				ch <- snapResult{err: ctx.Err()}
@@ -416,6 +422,10 @@ func (e *Engine) attachSnapshot(block bool) {
 	}
 	var r snapResult
 	if block {
+		if e.snapNow != nil {
+			close(e.snapNow)
+			e.snapNow = nil
+		}
 		r = <-e.snapWait
 	} else {
 		select {
@@ -424,7 +434,7 @@ func (e *Engine) attachSnapshot(block bool) {
 			return
 		}
 	}
-	e.snapWait = nil
+	e.snapWait, e.snapNow = nil, nil
 	c := e.st.Current
 	if c == nil || (r.err != nil && errors.Is(r.err, context.Canceled)) {
 		return
@@ -642,10 +652,9 @@ func (e *Engine) onLog(ctx context.Context, ev agentlog.Event) {
 		// corroborates it.
 		e.log.Debug("agent log: command complete", "cycle", c.ID, "command_id", ev.CommandID, "line", ev.Message)
 	}
-	if status, id, ok := cleanupStatus(ev); ok && !c.Ended && id != "" &&
-		(id == c.Document.DocumentID || id == c.Document.CommandID) && c.Document.LogStatus != status {
+	if status, dir, ok := cleanupStatus(ev); ok && !c.Ended && orchestrationOf(dir, c.Document) && c.Document.LogStatus != status {
 		c.Document.LogStatus = status
-		e.log.Info("the agent log names the patch command's final status", "cycle", c.ID, "document", id, "status", status)
+		e.log.Info("the agent log names the patch command's final status", "cycle", c.ID, "document", c.Document.DocumentID, "status", status)
 		e.save()
 	}
 }

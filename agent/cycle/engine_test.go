@@ -3,6 +3,7 @@ package cycle
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/patchd/patchd/agent/agentlog"
 	"github.com/patchd/patchd/agent/ledger"
 	"github.com/patchd/patchd/agent/ssm"
+	"github.com/patchd/patchd/agent/ssm/ssmsim"
 	"github.com/patchd/patchd/hooks"
 )
 
@@ -27,6 +29,9 @@ type fakeRunner struct {
 	fail  map[string]int // phase/name -> fail this many first runs
 	// block, when set, holds runs of the named hook until ctx is done.
 	block string
+	// trap, when set, names a hook that runs until the stop and then exits
+	// 143 on its own (it traps SIGTERM).
+	trap  string
 	runs  []run
 	start chan string // receives phase/name at each run start, if set
 }
@@ -66,7 +71,14 @@ func (f *fakeRunner) RunHook(ctx context.Context, h hooks.Hook, env hooks.Env) h
 	}
 	if block {
 		<-ctx.Done()
-		return hooks.Result{Phase: h.Phase, Name: h.Name, Outcome: hooks.Failed, ExitCode: -1}
+		// As the real runner: the stop's signal ended it.
+		return hooks.Result{Phase: h.Phase, Name: h.Name, Outcome: hooks.Failed, ExitCode: -1, Interrupted: true}
+	}
+	if f.trap == key {
+		// It runs until the stop's SIGTERM, traps it and exits non-zero
+		// on its own: it finished, with that failure.
+		<-ctx.Done()
+		return hooks.Result{Phase: h.Phase, Name: h.Name, Outcome: hooks.Failed, ExitCode: 143}
 	}
 	if fails {
 		return hooks.Result{Phase: h.Phase, Name: h.Name, Outcome: hooks.Failed, ExitCode: 3}
@@ -134,6 +146,8 @@ type harness struct {
 	cancel context.CancelFunc
 	done   chan error
 	noScan bool // start without the watcher's first scan
+	// snapDelay is the engine's SnapshotDelay (0 in most tests).
+	snapDelay time.Duration
 }
 
 func newHarness(t *testing.T, r *fakeRunner) *harness {
@@ -148,7 +162,7 @@ func newHarness(t *testing.T, r *fakeRunner) *harness {
 
 func (h *harness) start() {
 	h.reg = prometheus.NewRegistry()
-	e, err := New(Options{StateDir: h.dir, AgentData: h.agent, Runner: h.runner, Packages: h.pkgs,
+	e, err := New(Options{StateDir: h.dir, AgentData: h.agent, Runner: h.runner, Packages: h.pkgs, SnapshotDelay: h.snapDelay,
 		Settings: func() Settings { return h.set }, Reg: h.reg, Clock: h.clock, Shutdown: h.down,
 		StopBound: time.Minute, BootID: func() string { return "boot-1" }})
 	if err != nil {
@@ -782,8 +796,128 @@ func TestResultFromAgentLog(t *testing.T) {
 	if env.Result != ResultFailed || !strings.Contains(env.ResultReason, "agent's log") {
 		t.Errorf("post-patch told %q (%q), want failed from the agent's log", env.Result, env.ResultReason)
 	}
-	// A line about another document changes nothing.
-	if _, id, ok := cleanupStatus(agentlog.Event{Message: "orchestration cleanup started for the command with status Success - deleting orchestration directory: /x/orchestration/other/"}); !ok || id != "other" {
-		t.Errorf("cleanup line parsed to %q, %v", id, ok)
+	// Which folder belongs to which document: a command's is named after
+	// its id, an association's is <AssociationID>/<RunID>.
+	for _, tc := range []struct {
+		dir  string
+		doc  Document
+		want bool
+	}{
+		{"/var/lib/amazon/ssm/i-1/document/orchestration/c8", Document{DocumentID: "c8", CommandID: "c8"}, true},
+		{"/var/lib/amazon/ssm/i-1/document/orchestration/other", Document{DocumentID: "c8", CommandID: "c8"}, false},
+		{"/var/lib/amazon/ssm/i-1/document/orchestration/assoc-1/run-2", Document{DocumentID: "assoc-1.run-2", AssociationID: "assoc-1"}, true},
+		{"/var/lib/amazon/ssm/i-1/document/orchestration/assoc-1/run-3", Document{DocumentID: "assoc-1.run-2", AssociationID: "assoc-1"}, false},
+	} {
+		if got := orchestrationOf(tc.dir, tc.doc); got != tc.want {
+			t.Errorf("orchestrationOf(%s, %s) = %v", tc.dir, tc.doc.DocumentID, got)
+		}
+	}
+}
+
+// One phase policy (hooks.RunHooks) for the CLI and the daemon: after a
+// pre-patch failure the rest are reported not_run, as `patchd hooks run`
+// reports them, in the ledger and the gate's answer.
+func TestPrePatchFailureReportsRestNotRun(t *testing.T) {
+	r := &fakeRunner{hooks: map[hooks.Phase][]string{hooks.PrePatch: {"10-a", "20-b", "30-c"}, hooks.PostPatch: {"10-p"}},
+		fail: map[string]int{"pre-patch/10-a": 1}}
+	h := newHarness(t, r)
+	h.present("c11", true)
+	h.send(install("c11", "seen", "InProgress"))
+	h.present("c11", false)
+	h.send(install("c11", "gone", "Success"))
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "pre-patch/20-b": 0, "pre-patch/30-c": 0, "post-patch/10-p": 1})
+	entries, _, err := ledger.Read(filepath.Join(h.dir, ledger.FileName), 0)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("ledger: %v %v", entries, err)
+	}
+	got := map[string]string{}
+	for _, hr := range entries[0].Hooks {
+		got[hr.Phase+"/"+hr.Name] = hr.Outcome
+	}
+	want := map[string]string{"pre-patch/10-a": "failed", "pre-patch/20-b": "not_run", "pre-patch/30-c": "not_run", "post-patch/10-p": "success"}
+	if !maps.Equal(got, want) {
+		t.Errorf("ledger hooks %v, want %v", got, want)
+	}
+}
+
+// A hook that traps the stop's SIGTERM and exits non-zero has finished
+// (the runner says so: not Interrupted): it is not run again after the
+// restart, and its failure counts once.
+func TestHookTrappingStopIsNotRunAgain(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks, trap: "pre-patch/20-b", start: make(chan string, 16)}
+	h := newHarness(t, r)
+	h.present("c12", true)
+	h.e.Command(install("c12", "seen", "InProgress"))
+	for k := range r.start {
+		if k == "pre-patch/20-b" {
+			break
+		}
+	}
+	h.stop()
+	r.mu.Lock()
+	r.trap, r.start = "", nil
+	r.mu.Unlock()
+	h.start()
+	h.flush()
+	h.counts(t, map[string]int{"pre-patch/10-a": 1, "pre-patch/20-b": 1})
+	st := h.e.Status()
+	if st.Current == nil {
+		t.Fatal("no open cycle")
+	}
+	pp := st.Current.Phases[PhasePrePatch]
+	if pp == nil || !pp.Done || !pp.Failed || len(pp.Hooks) != 2 || pp.Hooks[1].Outcome != "failed" || pp.Hooks[1].ExitCode != 143 || pp.Hooks[1].Attempt != 1 {
+		t.Errorf("pre-patch state: %+v", pp)
+	}
+}
+
+// The clean-up line as the simulated agent writes it (the agent's format)
+// is the one patchd reads the final status from.
+func TestCleanupLineFromTheAgentsLog(t *testing.T) {
+	root, logs := t.TempDir(), t.TempDir()
+	a := ssmsim.New(root, "i-0123456789abcdef0", logs)
+	a.OrchestrationCleanup = "clean-success-failed"
+	must(t, a.Init())
+	d, err := a.Submit(ssmsim.RunPatchBaseline("Install", "NoReboot"))
+	must(t, err)
+	must(t, d.Run(ssm.StatusFailed, false, nil))
+	data, err := os.ReadFile(filepath.Join(logs, "amazon-ssm-agent.log"))
+	must(t, err)
+	found := false
+	for _, raw := range strings.Split(string(data), "\n") {
+		l := agentlog.ParseLine([]byte(raw))
+		if status, dir, ok := cleanupStatus(agentlog.Event{Message: string(l.Msg)}); ok {
+			found = true
+			if status != ssm.StatusFailed || !orchestrationOf(dir, Document{DocumentID: d.ID(), CommandID: d.ID()}) {
+				t.Errorf("clean-up line read as %s for %s, want Failed for %s: %s", status, dir, d.ID(), raw)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no clean-up line read from the agent's log:\n%s", data)
+	}
+}
+
+// A gate's answer needs the open-time package snapshot (the patch must not
+// start before it), but not the delay that only makes way for the first
+// hooks: once pre-patch is done the snapshot is taken at once. Before, every
+// gate round paid the whole delay.
+func TestGateDoesNotWaitOutTheSnapshotDelay(t *testing.T) {
+	r := &fakeRunner{hooks: allHooks}
+	h := newHarness(t, r)
+	h.snapDelay = time.Hour
+	h.restart()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep := h.e.Gate(ctx, GateRequest{Phase: "pre-patch", DocumentID: "g"})
+	if !rep.OK {
+		t.Fatalf("pre-patch gate with a one-hour snapshot delay = %+v, want an answer once the hooks are done", rep)
+	}
+	h.flush()
+	st, err := LoadState(filepath.Join(h.dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Current == nil || len(st.Current.Packages) != 1 {
+		t.Fatalf("open cycle after the gate = %+v, want the snapshot's one package in it", st.Current)
 	}
 }

@@ -2,7 +2,7 @@ package cycle
 
 import (
 	"context"
-	"sort"
+	"errors"
 	"time"
 
 	"github.com/patchd/patchd/agent/ledger"
@@ -39,20 +39,49 @@ func (e *Engine) runPhase(ctx context.Context, c *Cycle, phase hooks.Phase) {
 			ps.Failed = true
 		}
 	}
-	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
-	for _, h := range list {
-		if h.State == hooks.Skipped {
-			continue
+	// The phase policy is hooks.RunHooks, the same as `patchd hooks run`;
+	// the callbacks persist each step so that a restart resumes it.
+	run := func(ctx context.Context, h hooks.Hook, env hooks.Env) hooks.Result {
+		if h.State == hooks.Refused {
+			return e.runOne(ctx, h, env)
 		}
-		if phase == hooks.PrePatch && ps.Failed {
-			break
-		}
-		hs := hookState(ps, h.Name, name)
-		if hs.Finished {
-			continue
-		}
-		if !e.runHook(ctx, c, ps, h, hs) {
-			return
+		return e.runTracked(ctx, c, ps, hookState(ps, h.Name, name), h, env)
+	}
+	results, err := hooks.RunHooks(ctx, list, e.env(c, phase, 1), run, hooks.PhaseOptions{
+		Finished: func(h hooks.Hook) (hooks.Result, bool) {
+			for _, hs := range ps.Hooks {
+				if hs.Name == h.Name && hs.Finished {
+					return hooks.Result{Phase: phase, Name: h.Name, Outcome: hooks.Outcome(hs.Outcome)}, true
+				}
+			}
+			return hooks.Result{}, false
+		},
+		Attempt: func(h hooks.Hook) int {
+			hs := hookState(ps, h.Name, name)
+			if h.State == hooks.Refused {
+				return max(hs.Attempt, 1)
+			}
+			return hs.Attempt + 1
+		},
+		OnStart: func(h hooks.Hook) error {
+			if !e.hookStarting(ctx, c, ps, h, hookState(ps, h.Name, name)) {
+				return errors.New("patchd is stopping while an earlier run of the hook still runs")
+			}
+			return nil
+		},
+		OnResult: func(res hooks.Result) error { e.hookEnded(c, ps, hookState(ps, res.Name, name), res); return nil },
+	})
+	e.running.Store(nil)
+	if err != nil {
+		e.log.Warn("phase cut short by the stop of patchd; the unfinished hook runs again after the restart", "cycle", c.ID, "phase", name, "err", err)
+		return
+	}
+	// Pre-patch hooks after a failure are recorded as not run, as
+	// `patchd hooks run` reports them.
+	for _, res := range results {
+		if res.Outcome == hooks.NotRun {
+			hs := hookState(ps, res.Name, name)
+			hs.Outcome, hs.ExitCode, hs.Error, hs.Finished = string(hooks.NotRun), -1, res.Error, true
 		}
 	}
 	if phase == hooks.PostPatch {
@@ -137,54 +166,93 @@ func hookState(ps *PhaseState, name, phase string) *HookState {
 	return &ps.Hooks[len(ps.Hooks)-1]
 }
 
-// runHook runs one hook; false means patchd is stopping and the hook did not
-// finish.
-func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.Hook, hs *HookState) bool {
-	if h.State == hooks.Refused {
-		// The runner starts nothing for a refused hook; asking it counts the
-		// refusal in its metrics.
-		res := e.o.Runner.RunHook(ctx, h, e.env(c, h.Phase, max(hs.Attempt, 1)))
-		hs.Outcome, hs.Error, hs.Finished, hs.ExitCode = string(hooks.Refusal), h.Reason, true, -1
-		if res.Error != "" {
-			hs.Error = res.Error
-		}
-		ps.Failed = true
-		e.log.Error("hook refused", "phase", hs.Phase, "hook", h.Name, "reason", h.Reason)
-		e.saveStep(c, hs.Phase, ps, hs)
-		return true
+// hookStarting persists a hook's attempt before it starts, so that a crash
+// during it shows it unfinished and it runs again, one attempt higher. An
+// earlier run that patchd was killed during must have ended first; false
+// means patchd is stopping while it still runs.
+func (e *Engine) hookStarting(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.Hook, hs *HookState) bool {
+	if hs.Process == nil && hs.Outcome == "running" && hs.Attempt > 0 {
+		// Started, and patchd killed before the process was recorded?
+		hs.Process = findStartedRun(c.ID, hs.Phase, hs.Attempt, h.Target, hs.Start, e.o.BootID())
 	}
 	if hs.Process != nil && !e.awaitEarlierRun(ctx, hs, h.Phase) {
 		return false
 	}
 	hs.Process = nil
 	hs.Attempt++
-	hs.Outcome, hs.Start, hs.Error = "running", e.clock.Now(), ""
+	hs.Outcome, hs.Start, hs.Error, hs.Finished = "running", e.clock.Now(), "", false
 	e.saveStep(c, hs.Phase, ps, hs)
 	name := hs.Phase + "/" + hs.Name
 	e.running.Store(&name)
+	return true
+}
+
+// runTracked runs one hook and records its process group as soon as it
+// starts, so that a restart can wait for a run patchd was killed during.
+func (e *Engine) runTracked(ctx context.Context, c *Cycle, ps *PhaseState, hs *HookState, h hooks.Hook, env hooks.Env) hooks.Result {
 	hctx := hooks.WithStarted(ctx, func(pgid int) {
 		hs.Process = processOf(pgid, e.o.BootID())
 		e.saveProcess(c, hs.Phase, ps, hs)
 	})
-	res := e.o.Runner.RunHook(hctx, h, e.env(c, h.Phase, hs.Attempt))
+	return e.runOne(hctx, h, env)
+}
+
+// hookEnded records a hook's end (a refusal included) and persists it.
+func (e *Engine) hookEnded(c *Cycle, ps *PhaseState, hs *HookState, res hooks.Result) {
 	e.running.Store(nil)
-	// A hook that succeeded before the stop reached it is finished; any
-	// other end during a stop may be the stop's kill, so it runs again.
-	if ctx.Err() != nil && res.Outcome != hooks.Success {
-		e.log.Warn("hook cut short by the stop of patchd; it runs again after the restart", "phase", hs.Phase, "hook", h.Name, "attempt", hs.Attempt)
-		return false
-	}
 	hs.Outcome, hs.ExitCode, hs.Duration = string(res.Outcome), res.ExitCode, res.Duration.Seconds()
 	hs.StdoutTail, hs.StderrTail, hs.Error = res.StdoutTail, res.StderrTail, res.Error
-	if !res.Start.IsZero() {
+	if !res.Start.IsZero() && res.Outcome != hooks.Refusal {
 		hs.Start = res.Start
 	}
 	hs.Finished, hs.Process = true, nil
 	if res.Outcome != hooks.Success {
 		ps.Failed = true
 	}
-	e.m.hookDone()
+	if res.Outcome == hooks.Refusal {
+		hs.ExitCode = -1
+		e.log.Error("hook refused", "phase", hs.Phase, "hook", hs.Name, "reason", res.Error)
+	} else {
+		e.m.hookDone()
+	}
 	e.saveStep(c, hs.Phase, ps, hs)
+}
+
+// runOne runs one hook through the runner. The runner starts nothing for a
+// refused hook; asking it counts the refusal in its metrics, and the
+// refusal is recorded whatever it answers.
+func (e *Engine) runOne(ctx context.Context, h hooks.Hook, env hooks.Env) hooks.Result {
+	res := e.o.Runner.RunHook(ctx, h, env)
+	res.Phase, res.Name = h.Phase, h.Name
+	if h.State == hooks.Refused {
+		res.Outcome, res.ExitCode, res.Interrupted = hooks.Refusal, -1, false
+		if res.Error == "" {
+			res.Error = h.Reason
+		}
+	}
+	return res
+}
+
+// runHook runs one hook again (a post-patch retry); false means patchd is
+// stopping and the hook did not finish.
+func (e *Engine) runHook(ctx context.Context, c *Cycle, ps *PhaseState, h hooks.Hook, hs *HookState) bool {
+	if h.State == hooks.Refused {
+		e.hookEnded(c, ps, hs, e.runOne(ctx, h, e.env(c, h.Phase, max(hs.Attempt, 1))))
+		return true
+	}
+	if !e.hookStarting(ctx, c, ps, h, hs) {
+		return false
+	}
+	res := e.runTracked(ctx, c, ps, hs, h, e.env(c, h.Phase, hs.Attempt))
+	if res.Interrupted {
+		// The stop's signal ended it: it runs again after the restart. One
+		// that exited on its own during the stop has finished (the policy of
+		// hooks.RunHooks).
+		e.running.Store(nil)
+		e.log.Warn("hook cut short by the stop of patchd; it runs again after the restart", "phase", hs.Phase, "hook", h.Name, "attempt", hs.Attempt)
+		return false
+	}
+	e.hookEnded(c, ps, hs, res)
 	return true
 }
 

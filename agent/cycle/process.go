@@ -149,3 +149,90 @@ func (e *Engine) awaitEarlierRun(ctx context.Context, hs *HookState, phase hooks
 	e.log.Info("the hook's earlier run has ended", "phase", hs.Phase, "hook", hs.Name, "pgid", p.Pgid)
 	return true
 }
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's start time: 100 on
+// every Linux architecture patchd is built for.
+const clockTicks = 100
+
+// bootTime is the boot's wall-clock start from /proc/stat's btime.
+func bootTime() (time.Time, bool) {
+	data, err := os.ReadFile(filepath.Join(procRoot, "stat"))
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, l := range bytes.Split(data, []byte{'\n'}) {
+		if v, ok := bytes.CutPrefix(l, []byte("btime ")); ok {
+			s, err := strconv.ParseInt(string(bytes.TrimSpace(v)), 10, 64)
+			return time.Unix(s, 0), err == nil
+		}
+	}
+	return time.Time{}, false
+}
+
+// startWindow is how long after its recorded start a hook's process may
+// have begun and still be taken for it by findStartedRun.
+const startWindow = 30 * time.Second
+
+// findStartedRun looks for the run of a hook that started while patchd
+// was killed before it could record the run's process group (the moment
+// between the start and that record's fsync). The run is a process group
+// leader whose environment has this cycle's PATCHD_CYCLE_ID, PATCHD_PHASE
+// and PATCHD_ATTEMPT, whose arguments name the hook's file, and which
+// started within startWindow of the recorded start: a daemon an earlier
+// hook left behind started before it, and one this run started later is
+// not its leader's command.
+func findStartedRun(cycleID, phase string, attempt int, target string, since time.Time, boot string) *HookProcess {
+	btime, ok := bootTime()
+	if !ok || target == "" {
+		return nil
+	}
+	want := [][]byte{[]byte("PATCHD_CYCLE_ID=" + cycleID), []byte("PATCHD_PHASE=" + phase),
+		[]byte("PATCHD_ATTEMPT=" + strconv.Itoa(attempt))}
+	ents, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		pgrp, start, zombie, ok := procStat(pid)
+		if !ok || zombie || pgrp != pid {
+			continue
+		}
+		began := btime.Add(time.Duration(start) * time.Second / clockTicks)
+		// btime is in whole seconds: a second of slack before.
+		if began.Before(since.Add(-time.Second)) || began.After(since.Add(startWindow)) {
+			continue
+		}
+		if !hasAll(filepath.Join(procRoot, e.Name(), "environ"), want) ||
+			!hasAll(filepath.Join(procRoot, e.Name(), "cmdline"), [][]byte{[]byte(target)}) {
+			continue
+		}
+		return &HookProcess{Pgid: pid, Start: start, Boot: boot}
+	}
+	return nil
+}
+
+// hasAll reports whether the NUL-separated file at path has every one of
+// want as a whole entry.
+func hasAll(path string, want [][]byte) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, w := range want {
+		found := false
+		for _, f := range bytes.Split(data, []byte{0}) {
+			if bytes.Equal(f, w) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -136,5 +138,42 @@ func TestAwaitEarlierRunKillsPastTheTimeout(t *testing.T) {
 	cancel()
 	if e.awaitEarlierRun(ctx, hs2, hooks.PostPatch) {
 		t.Error("awaitEarlierRun = true after a stop")
+	}
+}
+
+// A hook run whose process group was not recorded (patchd killed between
+// the start and that record) is found by its environment, its file and its
+// start time.
+func TestOrphanFoundWithoutItsRecord(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "10-hook")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nread x\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Now()
+	cmd := exec.Command(script)
+	cmd.Env = []string{"PATCHD_CYCLE_ID=c1", "PATCHD_PHASE=post-patch", "PATCHD_ATTEMPT=2"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
+	p := findStartedRun("c1", "post-patch", 2, script, since, "boot-1")
+	if p == nil || p.Pgid != cmd.Process.Pid || !p.alive("boot-1") {
+		t.Fatalf("findStartedRun = %+v, want pgid %d", p, cmd.Process.Pid)
+	}
+	for name, q := range map[string]*HookProcess{
+		"another attempt": findStartedRun("c1", "post-patch", 1, script, since, "boot-1"),
+		"another cycle":   findStartedRun("c2", "post-patch", 2, script, since, "boot-1"),
+		"another hook":    findStartedRun("c1", "post-patch", 2, script+"x", since, "boot-1"),
+		"started before":  findStartedRun("c1", "post-patch", 2, script, since.Add(time.Hour), "boot-1"),
+	} {
+		if q != nil {
+			t.Errorf("%s: found pgid %d", name, q.Pgid)
+		}
 	}
 }

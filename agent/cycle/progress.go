@@ -15,6 +15,7 @@ import (
 
 	"github.com/patchd/patchd/agent/atomicfile"
 	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // ProgressFileName is the open phase's hook journal inside the state
@@ -59,7 +60,7 @@ func compactHook(hs *HookState) {
 // loss during an append) is skipped; it can only be the last one, whose
 // step then runs again.
 func replayProgress(path string, st *State) error {
-	f, err := atomicfile.OpenRegular(path)
+	f, err := safeopen.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -129,12 +130,16 @@ type progressJournal struct {
 
 // append writes r and makes it durable. The file is created on first use
 // (its directory entry fsynced once) and opened without following a FIFO.
+// A record starts with a newline too: after a write cut short (a full
+// disk), the next record must not be glued to the torn one and lost with
+// it. The empty lines this makes are skipped when reading.
 func (j *progressJournal) append(r progressRecord) (int, error) {
-	line, err := json.Marshal(r)
+	data, err := json.Marshal(r)
 	if err != nil {
 		return 0, err
 	}
-	line = append(line, '\n')
+	line := make([]byte, 0, len(data)+2)
+	line = append(append(append(line, '\n'), data...), '\n')
 	if j.f == nil {
 		_, statErr := os.Lstat(j.path)
 		f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0o600)
@@ -144,7 +149,7 @@ func (j *progressJournal) append(r progressRecord) (int, error) {
 		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 			f.Close()
 			if err == nil {
-				err = &atomicfile.NotRegularError{Path: j.path, Mode: fi.Mode()}
+				err = fmt.Errorf("%s is a %s, not a regular file; remove it (patchd recreates it): %w", j.path, safeopen.Kind(fi.Mode()), safeopen.ErrNotRegular)
 			}
 			return 0, fmt.Errorf("cycle progress: %w", err)
 		}

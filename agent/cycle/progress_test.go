@@ -153,3 +153,40 @@ func TestStateWritesPerPhaseAreBounded(t *testing.T) {
 		t.Errorf("%d hooks wrote %d bytes of state, bound %d", n, written, bound)
 	}
 }
+
+// A record torn by a write cut short (a full disk) does not take the next
+// record with it.
+func TestTornJournalRecordDoesNotSwallowTheNext(t *testing.T) {
+	dir := t.TempDir()
+	j := progressJournal{path: filepath.Join(dir, ProgressFileName)}
+	rec := func(seq int64, name string, finished bool) progressRecord {
+		r := progressRecord{Seq: seq, Cycle: "c1", Phase: PhasePrePatch}
+		r.Hook.Name, r.Hook.Finished = name, finished
+		return r
+	}
+	if _, err := j.append(rec(1, "10-a", true)); err != nil {
+		t.Fatal(err)
+	}
+	j.close()
+	// The torn write: half a record, no newline.
+	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"seq":2,"cycle":"c1","pha`); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := j.append(rec(3, "20-b", true)); err != nil {
+		t.Fatal(err)
+	}
+	j.close()
+	st := &State{Version: stateVersion, Current: &Cycle{ID: "c1"}}
+	if err := replayProgress(j.path, st); err != nil {
+		t.Fatal(err)
+	}
+	hs := st.Current.Phases[PhasePrePatch].Hooks
+	if len(hs) != 2 || !hs[0].Finished || hs[1].Name != "20-b" || !hs[1].Finished {
+		t.Errorf("replayed %+v, want 10-a and 20-b finished", hs)
+	}
+}

@@ -79,19 +79,30 @@ func endResult(d Document, status string, steps map[string]string, watched, corr
 // the orchestration folder of finished commands.
 const cleanupMarker = "orchestration cleanup started for the command with status "
 
-// cleanupStatus reads that line: the status and the document id (the last
-// element of the orchestration folder it deletes).
-func cleanupStatus(ev agentlog.Event) (status, docID string, ok bool) {
+// cleanupStatus reads that line: the status and the orchestration folder
+// it deletes.
+func cleanupStatus(ev agentlog.Event) (status, dir string, ok bool) {
 	i := strings.Index(ev.Message, cleanupMarker)
 	if i < 0 {
 		return "", "", false
 	}
 	rest := ev.Message[i+len(cleanupMarker):]
-	status, dir, ok := strings.Cut(rest, " - deleting orchestration directory: ")
+	status, dir, ok = strings.Cut(rest, " - deleting orchestration directory: ")
 	if !ok || !finalStatus(status) {
 		return "", "", false
 	}
-	dir = strings.TrimRight(strings.TrimSpace(dir), "/\\")
-	docID = path.Base(strings.ReplaceAll(dir, "\\", "/"))
-	return status, docID, docID != "" && docID != "."
+	dir = strings.TrimRight(strings.TrimSpace(strings.ReplaceAll(dir, "\\", "/")), "/")
+	return status, dir, dir != ""
+}
+
+// orchestrationOf says whether dir is the orchestration folder of d: the
+// agent names it after the command id (agent/runcommand/utils.go), or
+// <AssociationID>/<RunID> for an association (agent/association/parser).
+func orchestrationOf(dir string, d Document) bool {
+	base := path.Base(dir)
+	if d.DocumentID == "" {
+		return false
+	}
+	return base == d.DocumentID || (d.CommandID != "" && base == d.CommandID) ||
+		path.Base(path.Dir(dir))+"."+base == d.DocumentID
 }

@@ -14,8 +14,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/patchd/patchd/agent/atomicfile"
 	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // FileName is the state file's name inside the state directory.
@@ -191,9 +191,9 @@ const MaxStateBytes = 128 << 20
 
 // readStateFile reads cycle.json without blocking on it and without
 // reading more than MaxStateBytes: anything but a regular file is refused
-// (atomicfile.NotRegularError), as is a larger one.
+// (safeopen.ErrNotRegular), as is a larger one (safeopen.ErrTooLarge).
 func readStateFile(path string) ([]byte, error) {
-	return atomicfile.ReadRegular(path, MaxStateBytes)
+	return safeopen.ReadFile(path, MaxStateBytes)
 }
 
 // LoadState reads cycle.json. A missing file is a fresh state. A file that
@@ -205,9 +205,7 @@ func LoadState(path string) (*State, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		return &State{Version: stateVersion}, nil
 	}
-	var nr *atomicfile.NotRegularError
-	var tl *atomicfile.TooLargeError
-	if err != nil && !errors.As(err, &nr) && !errors.As(err, &tl) {
+	if err != nil && !errors.Is(err, safeopen.ErrNotRegular) && !errors.Is(err, safeopen.ErrTooLarge) {
 		return nil, fmt.Errorf("cycle state %s: %w (check the state directory's permissions)", path, err)
 	}
 	var st State

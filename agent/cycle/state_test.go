@@ -12,8 +12,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
-	"github.com/patchd/patchd/agent/atomicfile"
 	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/safeopen"
 	"github.com/patchd/patchd/hooks"
 )
 
@@ -79,8 +79,7 @@ func TestLoadStateRefusesNonRegularAndOversized(t *testing.T) {
 	}
 	f.Close()
 	st, err = LoadState(path)
-	var tl *atomicfile.TooLargeError
-	if st == nil || !errors.As(err, &tl) {
+	if st == nil || !errors.Is(err, safeopen.ErrTooLarge) {
 		t.Fatalf("LoadState(oversized) = %v, %v", st, err)
 	}
 	if _, err := os.Stat(path + ".corrupt"); err != nil {
@@ -88,8 +87,7 @@ func TestLoadStateRefusesNonRegularAndOversized(t *testing.T) {
 	}
 	// The CLI's read of the state says what is wrong, at once.
 	mkfifo(t, path)
-	var nr *atomicfile.NotRegularError
-	if _, err := StatusFromFile(dir); !errors.As(err, &nr) {
+	if _, err := StatusFromFile(dir); !errors.Is(err, safeopen.ErrNotRegular) {
 		t.Errorf("StatusFromFile(FIFO) = %v", err)
 	}
 }

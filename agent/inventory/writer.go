@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -102,8 +103,11 @@ func (w *Writer) Run(ctx context.Context) error {
 }
 
 // instanceDir matches the agent's per-instance folder names: EC2 instance
-// ids and hybrid managed node ids.
-var instanceDir = regexp.MustCompile(`^(i-[0-9a-f]{8}([0-9a-f]{9})?|mi-[0-9a-f]{17})$`)
+// ids and hybrid managed node ids. Compiled on first use: commands that
+// write no inventory do not pay for it at start-up.
+var instanceDir = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^(i-[0-9a-f]{8}([0-9a-f]{9})?|mi-[0-9a-f]{17})$`)
+})
 
 // folder finds the custom inventory folder. The default folder is created
 // (as the agent would read it) only under an existing instance folder: with
@@ -121,7 +125,7 @@ func (w *Writer) folder() (string, string, error) {
 	}
 	var found []string
 	for _, e := range ents {
-		if e.IsDir() && instanceDir.MatchString(e.Name()) {
+		if e.IsDir() && instanceDir().MatchString(e.Name()) {
 			found = append(found, e.Name())
 		}
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/patchd/patchd/agent/atomicfile"
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // A line longer than any scanner buffer in the middle of the ledger: the
@@ -132,11 +132,22 @@ func TestFIFOLedgerIsRefusedWithoutBlocking(t *testing.T) {
 	if err := syscall.Mkfifo(path, 0o600); err != nil {
 		t.Skipf("mkfifo: %v", err)
 	}
-	var nr *atomicfile.NotRegularError
-	if _, _, err := Read(path, 0); !errors.As(err, &nr) || !strings.Contains(err.Error(), path) {
+	if _, _, err := Read(path, 0); !errors.Is(err, safeopen.ErrNotRegular) || !strings.Contains(err.Error(), path) {
 		t.Errorf("Read(FIFO) = %v", err)
 	}
-	if err := Append(path, Entry{CycleID: "x"}, 5); !errors.As(err, &nr) {
+	if err := Append(path, Entry{CycleID: "x"}, 5); !errors.Is(err, safeopen.ErrNotRegular) {
 		t.Errorf("Append(FIFO) = %v", err)
+	}
+}
+
+// '<', '>' and '&' are common in hook output (shell redirections, HTML):
+// they cost one byte each in the ledger, not six.
+func TestEntryDoesNotEscapeHTML(t *testing.T) {
+	line, err := Bound(Entry{Hooks: []HookRun{{StdoutTail: strings.Repeat("<>&", 1000)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(line) > 3000+500 || !bytes.Contains(line, []byte("<>&<>&")) {
+		t.Errorf("entry of %d bytes for a 3,000-byte tail", len(line))
 	}
 }

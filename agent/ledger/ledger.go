@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/patchd/patchd/agent/atomicfile"
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // FileName is the ledger's name inside the state directory.
@@ -146,7 +147,7 @@ func Bound(e Entry) ([]byte, error) {
 		&e.Operation, &e.InstanceID, &e.Status, &e.Result, &e.PackagesError} {
 		*s = clean(*s, MaxTextBytes, false)
 	}
-	line, err := json.Marshal(e)
+	line, err := marshal(e)
 	if err != nil || len(line) <= MaxEntryBytes {
 		return line, err
 	}
@@ -156,7 +157,7 @@ func Bound(e Entry) ([]byte, error) {
 				e.Hooks[i].StdoutTail, e.Hooks[i].StderrTail = "", ""
 			}
 		}
-		if line, err = json.Marshal(e); err != nil || len(line) <= MaxEntryBytes {
+		if line, err = marshal(e); err != nil || len(line) <= MaxEntryBytes {
 			return line, err
 		}
 	}
@@ -166,7 +167,7 @@ func Bound(e Entry) ([]byte, error) {
 		keep := min(len(e.Hooks)-1, int(int64(len(e.Hooks))*MaxEntryBytes*9/10/int64(len(line))))
 		e.HooksOmitted += len(e.Hooks) - keep
 		e.Hooks = e.Hooks[:keep]
-		if line, err = json.Marshal(e); err != nil {
+		if line, err = marshal(e); err != nil {
 			return nil, err
 		}
 	}
@@ -174,9 +175,21 @@ func Bound(e Entry) ([]byte, error) {
 		// Only the package changes are left to blame; keep their counts.
 		e.Packages = Changes{}
 		e.PackagesError = "package changes too many to record in the ledger"
-		line, err = json.Marshal(e)
+		line, err = marshal(e)
 	}
 	return line, err
+}
+
+// marshal encodes e on one line without HTML escaping: '<', '>' and '&' in
+// hook output stay one byte each instead of six.
+func marshal(e Entry) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(e); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
 }
 
 // Append adds e to the ledger at path, keeping at most max entries (the
@@ -257,7 +270,7 @@ func Read(path string, n int) (entries []Entry, bad int, err error) {
 // openLedger opens the ledger for reading; nil when it does not exist.
 // Anything but a regular file is refused without blocking on it.
 func openLedger(path string) (*os.File, error) {
-	f, err := atomicfile.OpenRegular(path)
+	f, err := safeopen.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

@@ -17,8 +17,8 @@ import (
 func addAgentLogCommands(app *kingpin.Application, flags *config.Flags, add func(string, command)) {
 	_ = flags
 	al := app.Command("agent-log", "Work with amazon-ssm-agent's log.")
-	cl := al.Command("classify", "Print <line_number>\\t<level>\\t<event_kind> for every line of an agent log (FILE or - for stdin).")
-	file := cl.Arg("file", "Log file to classify; - or nothing reads stdin.").Default("-").String()
+	cl := al.Command("classify", "Print <line_number>\\t<level>\\t<event_kind> for every line of an agent log (FILE or - for stdin): the agent's files, journalctl -u amazon-ssm-agent output, syslog or grep output.")
+	file := cl.Arg("file", "Log file to classify; - or nothing reads stdin (e.g. journalctl -u amazon-ssm-agent | patchd agent-log classify).").Default("-").String()
 	add("agent-log classify", func() int {
 		var r io.Reader = os.Stdin
 		name := "stdin"

@@ -698,3 +698,65 @@ func TestCycleCorruptStateFile(t *testing.T) {
 		t.Errorf("gate after a corrupt state: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// TestCycleEndWhilePatchdDown runs the real binary through the ordering of
+// issue #14: the patch asks for a reboot, patchd goes down (stopped at the
+// shutdown, or killed), and the agent resumes the document, ends it and
+// deletes it before patchd is back. A failure after the reboot must not be
+// reported as success: the end was not seen, so the result is unknown,
+// with why, in the hooks and patchd history; post-patch runs once. The
+// generated orderings run in-process (agent/cycle/orderings_test.go).
+func TestCycleEndWhilePatchdDown(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		kill   bool
+		status string
+	}{
+		{"stopped, reboot then failure", false, ssm.StatusFailed},
+		{"killed, reboot then success", true, ssm.StatusSuccess},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newCycleEnv(t)
+			e.start(0)
+			d, err := e.agent.Submit(ssmsim.RunPatchBaseline("Install", "RebootIfNeeded"))
+			must(t, err)
+			must(t, d.Start())
+			must(t, d.RunStep(""))
+			e.waitFor("pre-patch", func() bool { return e.phaseDone("pre-patch") })
+			step := ""
+			for _, p := range d.State.InstancePluginsInformation {
+				if p.Result.Status == ssm.StatusInProgress {
+					step = p.Id
+				}
+			}
+			must(t, d.RequestReboot(step))
+			e.waitFor("pre-reboot", func() bool { return e.phaseDone("pre-reboot") })
+			if tc.kill {
+				must(t, e.p.cmd.Process.Kill())
+				<-e.p.done
+				e.p.done <- nil
+			} else {
+				must(t, os.WriteFile(e.down, nil, 0o644))
+				e.stop()
+				must(t, os.Remove(e.down))
+			}
+			must(t, d.Resume())
+			must(t, d.Finish(tc.status))
+			e.start(0)
+			e.waitFor("the cycle to close", func() bool { return e.closed(1) })
+			e.expect(1, 1, 1)
+			if l := e.line("post-patch/10-undrain"); !strings.Contains(l, "result=unknown") {
+				t.Errorf("post-patch env: %s", l)
+			}
+			code, out, _ := runPatchd(t, append([]string{"history"}, e.tr.flags()...)...)
+			// The last status seen is SuccessAndReboot, or InProgress when
+			// the agent log's reboot line ran pre-reboot before the
+			// watcher read the file: not final either way.
+			if code != 0 || !strings.Contains(out, "unknown: the patch command ended while patchd was not watching") {
+				t.Errorf("history does not say why the result is unknown: %d\n%s", code, out)
+			}
+		})
+	}
+}

@@ -69,8 +69,22 @@ func TestFIFOStateFilesDoNotBlock(t *testing.T) {
 // patchd SIGKILLed during a post-patch hook, outside systemd: the hook's
 // process group survives it. The restarted patchd waits for that orphaned
 // run to end before it runs the hook again, so the two never overlap.
+//
+// "recorded": the kill comes after the hook's process group was recorded;
+// "at once": as soon as the hook runs, maybe before that record's fsync,
+// when the restarted patchd finds the run by its environment instead.
 func TestKilledDuringHookDoesNotRunItTwiceAtOnce(t *testing.T) {
 	t.Parallel()
+	for _, waitRecord := range []bool{true, false} {
+		name := map[bool]string{true: "recorded", false: "at once"}[waitRecord]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			killedDuringHook(t, waitRecord)
+		})
+	}
+}
+
+func killedDuringHook(t *testing.T, waitRecord bool) {
 	e := newCycleEnv(t)
 	marks := filepath.Join(e.tr.Root, "marks")
 	release := filepath.Join(e.tr.Root, "release")
@@ -97,6 +111,21 @@ func TestKilledDuringHookDoesNotRunItTwiceAtOnce(t *testing.T) {
 	eventually(t, 60*time.Second, "pre-patch", func() bool { return e.phaseCount("pre-patch") == 2 })
 	must(t, d.Finish(ssm.StatusSuccess))
 	eventually(t, 60*time.Second, "the slow post-patch hook to start", func() bool { return len(readMarks()) > 0 })
+	eventually(t, 60*time.Second, "the hook's process group to be recorded", func() bool {
+		if !waitRecord {
+			return true
+		}
+		st, err := cycle.StatusFromFile(e.tr.State)
+		if err != nil || st.Current == nil || st.Current.Phases["post-patch"] == nil {
+			return false
+		}
+		for _, h := range st.Current.Phases["post-patch"].Hooks {
+			if h.Name == "05-slow" && h.Process != nil {
+				return true
+			}
+		}
+		return false
+	})
 
 	must(t, e.p.cmd.Process.Kill())
 	err = <-e.p.done

@@ -27,6 +27,7 @@ func run(args []string) int {
 	logDir := app.Flag("log-dir", "Agent log directory (empty: write no log lines).").Default("").String()
 	logMax := app.Flag("log-max-size", "Roll amazon-ssm-agent.log before it passes this many bytes (0: never).").Default("0").Int64()
 	endOnly := app.Flag("save-at-end-only", "Write the state file only where the agent's default executer does (start, reboot request, end); step starts and ends are not written.").Bool()
+	cleanup := app.Flag("orchestration-cleanup", "The agent's Ssm.OrchestrationDirectoryCleanup: empty keeps orchestration folders, clean-success or clean-success-failed deletes them at the end of a run with that status and logs the status.").Default("").Enum("", "clean-success", "clean-success-failed")
 
 	initCmd := app.Command("init", "Create the state folders as the agent does at start-up.")
 
@@ -87,6 +88,7 @@ func run(args []string) int {
 	}
 	a := ssmsim.New(*root, *instance, *logDir)
 	a.SaveAtEndOnly = *endOnly
+	a.OrchestrationCleanup = *cleanup
 	if a.Log != nil {
 		a.Log.MaxSize = *logMax
 	}

@@ -24,6 +24,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,6 +54,12 @@ type Agent struct {
 	// outofproc/master.go Run). Off, every step start and end is written
 	// too, which gives tests more to wait on.
 	SaveAtEndOnly bool
+	// OrchestrationCleanup is the agent's Ssm.OrchestrationDirectoryCleanup
+	// setting: "" (its default) keeps every orchestration folder;
+	// "clean-success" deletes a successful document's, "clean-success-failed"
+	// a successful or failed one's, logging the status as it does so
+	// (agent/framework/runpluginutil/runpluginutil.go orchestrationDirCleanup).
+	OrchestrationCleanup string
 }
 
 // New returns an agent for root and instanceID, logging to logDir when it
@@ -377,6 +384,7 @@ func (d *Doc) Finish(status string) error {
 			}
 		}
 	}
+	d.cleanOrchestration(status)
 	d.State.DocumentInformation.DocumentStatus = status
 	if err := d.write(); err != nil {
 		return err
@@ -390,6 +398,23 @@ func (d *Doc) Finish(status string) error {
 	}
 	d.Folder = ""
 	return nil
+}
+
+// cleanOrchestration is the document worker's clean-up at the end of its
+// steps, before the agent writes the final status: when configured for the
+// status, it logs that status and deletes the orchestration folder.
+func (d *Doc) cleanOrchestration(status string) {
+	dir := d.State.IOConfig.OrchestrationDirectory
+	clean := map[string][]string{
+		"clean-success":        {ssm.StatusSuccess},
+		"clean-success-failed": {ssm.StatusSuccess, ssm.StatusFailed},
+	}[d.a.OrchestrationCleanup]
+	if dir == "" || !slices.Contains(clean, status) {
+		return
+	}
+	d.a.logf("INFO", "[ssm-document-worker] ["+d.ID()+"]",
+		"orchestration cleanup started for the command with status %s - deleting orchestration directory: %s", status, dir)
+	_ = os.RemoveAll(dir)
 }
 
 // Corrupt moves the state file to corrupt/, as the agent does with a file

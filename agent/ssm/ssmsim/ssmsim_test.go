@@ -210,3 +210,33 @@ func TestLogFormatAndSeelogRotation(t *testing.T) {
 		})
 	}
 }
+
+// With the agent's orchestration clean-up configured, the document worker
+// logs the final status and deletes the orchestration folder before the
+// final write; by default it keeps the folder and logs nothing of the kind.
+func TestOrchestrationCleanup(t *testing.T) {
+	for _, tc := range []struct {
+		setting, status string
+		cleaned         bool
+	}{
+		{"", ssm.StatusFailed, false},
+		{"clean-success", ssm.StatusFailed, false},
+		{"clean-success", ssm.StatusSuccess, true},
+		{"clean-success-failed", ssm.StatusFailed, true},
+	} {
+		root, logs := t.TempDir(), t.TempDir()
+		a := ssmsim.New(root, "i-0123456789abcdef0", logs)
+		a.OrchestrationCleanup = tc.setting
+		must(t, a.Init())
+		d, err := a.Submit(ssmsim.RunPatchBaseline("Install", "NoReboot"))
+		must(t, err)
+		must(t, d.Run(tc.status, false, nil))
+		orch := d.State.IOConfig.OrchestrationDirectory
+		log, _ := os.ReadFile(filepath.Join(logs, "amazon-ssm-agent.log"))
+		line := "orchestration cleanup started for the command with status " + tc.status + " - deleting orchestration directory: " + orch
+		_, statErr := os.Stat(orch)
+		if got := strings.Contains(string(log), line); got != tc.cleaned || os.IsNotExist(statErr) != tc.cleaned {
+			t.Errorf("%q, %s: clean-up line logged %v, folder gone %v; want %v", tc.setting, tc.status, got, os.IsNotExist(statErr), tc.cleaned)
+		}
+	}
+}
