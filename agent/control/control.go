@@ -20,6 +20,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/patchd/patchd/agent/safeopen"
 )
 
 // Server serves the control API on a unix socket.
@@ -119,7 +121,7 @@ func (s *Server) checkStale() error {
 	}
 	if fi.Mode().Type() != fs.ModeSocket {
 		return fmt.Errorf("control socket %s: a %s is there, not a socket; patchd replaces only a stale socket: "+
-			"move it away or set control.socket (--control.socket) to another path", s.Path, describeType(fi.Mode()))
+			"move it away or set control.socket (--control.socket) to another path", s.Path, safeopen.Kind(fi.Mode()))
 	}
 	if c, err := net.DialTimeout("unix", s.Path, time.Second); err == nil {
 		c.Close()
@@ -163,23 +165,6 @@ func listenPrivate(path string) (*net.UnixListener, error) {
 		return nil, err
 	}
 	return l, nil
-}
-
-func describeType(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "directory"
-	case m.IsRegular():
-		return "regular file"
-	case m&fs.ModeSymlink != 0:
-		return "symbolic link"
-	case m&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	default:
-		return "file of type " + m.Type().String()
-	}
 }
 
 // WriteJSON answers a control request with v as JSON.
