@@ -194,7 +194,17 @@ func startDaemon(t *testing.T, tr testTree, extra ...string) *daemonProc {
 		}
 		return strings.Contains(p.stderr.String(), "patchd started")
 	})
-	// "patchd started" precedes the metrics listener; wait for it too.
+	// "patchd started" means every part is launched, not that each listens
+	// yet: the control socket (bound in a private directory, then moved
+	// into place) may come a moment later, and so may the metrics
+	// listener; wait for both, as a client that retries would.
+	eventually(t, 30*time.Second, "control socket "+tr.Socket, func() bool {
+		c, err := net.DialTimeout("unix", tr.Socket, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 	for _, a := range extra {
 		if addr, ok := strings.CutPrefix(a, "--web.listen-address="); ok && addr != "" {
 			eventually(t, 30*time.Second, "metrics listener on "+addr, func() bool {
