@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -159,4 +160,68 @@ func writeMode(path, body string) error {
 		return err
 	}
 	return os.Chmod(path, 0o755)
+}
+
+// recorder is a Recorder that keeps what it is told, for the tests; the
+// Prometheus one is tested in hookmetrics.
+type recorder struct {
+	mu      sync.Mutex
+	runs    map[Phase]map[Outcome]int
+	phases  map[Phase][]bool // each PhaseRun's ok, in order
+	refused map[Phase]int
+}
+
+func newRecorder() *recorder {
+	return &recorder{runs: map[Phase]map[Outcome]int{}, phases: map[Phase][]bool{}, refused: map[Phase]int{}}
+}
+
+func (r *recorder) HookRun(res Result) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.runs[res.Phase] == nil {
+		r.runs[res.Phase] = map[Outcome]int{}
+	}
+	r.runs[res.Phase][res.Outcome]++
+}
+
+func (r *recorder) PhaseRun(p Phase, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.phases[p] = append(r.phases[p], ok)
+}
+
+func (r *recorder) Refused(p Phase, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refused[p] = n
+}
+
+// count is the number of runs of phase told with outcome o.
+func (r *recorder) count(p Phase, o Outcome) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.runs[p][o]
+}
+
+// total is the number of runs of phase told, whatever their outcome.
+func (r *recorder) total(p Phase) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.runs[p] {
+		n += c
+	}
+	return n
+}
+
+func (r *recorder) refusedIn(p Phase) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refused[p]
+}
+
+func (r *recorder) phaseRuns(p Phase) []bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.phases[p])
 }

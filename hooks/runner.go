@@ -13,8 +13,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults for a zero Options field.
@@ -83,22 +81,18 @@ type startedKey struct{}
 // force.
 func (r *Runner) HookTimeout(p Phase) time.Duration { return r.Options().timeout(p) }
 
-// Runner runs hooks one at a time and records their metrics. It is safe
-// for concurrent use, but a cycle runs one phase at a time anyway.
+// Runner runs hooks one at a time and tells its Recorder about them. It is
+// safe for concurrent use, but a cycle runs one phase at a time anyway.
 type Runner struct {
 	mu   sync.Mutex
 	opts Options
-	m    *metrics
+	rec  Recorder
 }
 
-// NewRunner returns a runner whose metrics are registered on reg (nil: not
-// registered, as in the CLI).
-func NewRunner(opts Options, reg prometheus.Registerer) *Runner {
-	m := newMetrics()
-	if reg != nil {
-		m.register(reg)
-	}
-	return &Runner{opts: opts.withDefaults(), m: m}
+// NewRunner returns a runner that tells rec of every run (nil: nobody, as
+// in the CLI).
+func NewRunner(opts Options, rec Recorder) *Runner {
+	return &Runner{opts: opts.withDefaults(), rec: orNop(rec)}
 }
 
 // SetOptions replaces the options for the hooks started after it (a
@@ -120,7 +114,7 @@ func (r *Runner) Options() Options {
 // inspected again first, so a file that became unsafe after it was listed
 // is refused. env.Phase must be h.Phase. A dry run starts nothing.
 // Cancelling ctx (patchd stopping) kills the hook's group like a timeout;
-// the result is then Interrupted (not counted in the metrics) and the
+// the result is then Interrupted (not told to the Recorder) and the
 // caller should treat the hook as not finished.
 func (r *Runner) RunHook(ctx context.Context, h Hook, env Env) Result {
 	opts := r.Options()
@@ -137,7 +131,7 @@ func (r *Runner) RunHook(ctx context.Context, h Hook, env Env) Result {
 	case h.State == Refused:
 		res.Outcome, res.Error = Refusal, h.Reason
 		log.Error("hook refused, not run", "reason", h.Reason)
-		r.m.runs.WithLabelValues(string(h.Phase), string(Refusal)).Inc()
+		r.rec.HookRun(res)
 		return res
 	case h.State != Runnable:
 		res.Outcome, res.Error = NotRun, "skipped: "+h.Reason
@@ -185,8 +179,7 @@ func (r *Runner) RunHook(ctx context.Context, h Hook, env Env) Result {
 		log.Error("hook failed", "result", res.Outcome, "exit_code", res.ExitCode, "duration", res.Duration, "err", res.Error)
 	}
 	if !res.Interrupted {
-		r.m.runs.WithLabelValues(string(h.Phase), string(res.Outcome)).Inc()
-		r.m.duration.WithLabelValues(string(h.Phase)).Observe(res.Duration.Seconds())
+		r.rec.HookRun(res)
 	}
 	return res
 }
@@ -392,7 +385,7 @@ func (r *Runner) RunPhase(ctx context.Context, root string, env Env, p PhaseOpti
 	}
 	results, err := RunHooks(ctx, list, env, r.RunHook, p)
 	if err == nil && !env.DryRun {
-		r.m.recordPhase(env.Phase, results)
+		recordPhase(r.rec, env.Phase, results)
 	}
 	return results, err
 }

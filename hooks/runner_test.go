@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
-
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 func readOrder(t *testing.T, root string) []string {
@@ -44,8 +41,8 @@ func TestRunPhasePolicy(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(string(tc.phase), func(t *testing.T) {
 			root := copyTree(t, "testdata/order")
-			reg := prometheus.NewRegistry()
-			r := NewRunner(Options{}, reg)
+			rec := newRecorder()
+			r := NewRunner(Options{}, rec)
 			var started, ended []string
 			res, err := r.RunPhase(context.Background(), root, Env{Phase: tc.phase, Trigger: "manual"}, PhaseOptions{
 				OnStart:  func(h Hook) error { started = append(started, h.Name); return nil },
@@ -77,21 +74,14 @@ func TestRunPhasePolicy(t *testing.T) {
 			if PhaseSucceeded(res) {
 				t.Error("PhaseSucceeded with a failed hook")
 			}
-			if got := value(t, r.m.runs.WithLabelValues(string(tc.phase), "failed")); got != 1 {
+			if got := rec.count(tc.phase, Failed); got != 1 {
 				t.Errorf("failed runs = %v, want 1", got)
 			}
-			if got := value(t, r.m.runs.WithLabelValues(string(tc.phase), "success")); got != float64(len(tc.ran)-1) {
+			if got := rec.count(tc.phase, Success); got != len(tc.ran)-1 {
 				t.Errorf("successful runs = %v, want %d", got, len(tc.ran)-1)
 			}
-			if got := value(t, r.m.lastSuccess.WithLabelValues(string(tc.phase))); got != 0 {
-				t.Errorf("last_run_success = %v, want 0", got)
-			}
-			if got := value(t, r.m.lastRun.WithLabelValues(string(tc.phase))); got < float64(time.Now().Add(-time.Minute).Unix()) {
-				t.Errorf("last_run_timestamp = %v, want about now", got)
-			}
-			// Every phase × result series exists, also those never used.
-			if n := seriesCount(t, reg, "patchd_hook_runs_total"); n != len(Phases)*len(runResults) {
-				t.Errorf("patchd_hook_runs_total has %d series, want %d", n, len(Phases)*len(runResults))
+			if got := rec.phaseRuns(tc.phase); !slices.Equal(got, []bool{false}) {
+				t.Errorf("phase runs told = %v, want one, failed", got)
 			}
 		})
 	}
@@ -127,7 +117,8 @@ func TestRefusedHooksNeverRun(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		r := NewRunner(Options{}, nil)
+		rec := newRecorder()
+		r := NewRunner(Options{}, rec)
 		res, err := r.RunPhase(context.Background(), root, Env{Phase: phase}, PhaseOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -144,7 +135,7 @@ func TestRefusedHooksNeverRun(t *testing.T) {
 		if phase == PostPatch && len(res) < 3 {
 			t.Errorf("post-patch reported %d hooks, want every refused one", len(res))
 		}
-		if got := value(t, r.m.runs.WithLabelValues(string(phase), "refused")); phase == PostPatch && got != float64(len(res)) {
+		if got := rec.count(phase, Refusal); phase == PostPatch && got != len(res) {
 			t.Errorf("refused runs = %v, want %d", got, len(res))
 		}
 	}
@@ -541,38 +532,6 @@ func TestTail(t *testing.T) {
 	}
 }
 
-// value reads a counter or gauge.
-func value(t *testing.T, m prometheus.Metric) float64 {
-	t.Helper()
-	var d dto.Metric
-	if err := m.Write(&d); err != nil {
-		t.Fatal(err)
-	}
-	switch {
-	case d.Counter != nil:
-		return d.Counter.GetValue()
-	case d.Gauge != nil:
-		return d.Gauge.GetValue()
-	}
-	t.Fatalf("not a counter or gauge: %v", &d)
-	return 0
-}
-
-// seriesCount counts the series of one metric family in reg.
-func seriesCount(t *testing.T, reg *prometheus.Registry, name string) int {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return len(mf.Metric)
-		}
-	}
-	return 0
-}
-
 // TestRelativeRoot: a relative --path.hooks still runs the hooks, though
 // they run in /.
 func TestRelativeRoot(t *testing.T) {
@@ -627,18 +586,16 @@ func TestStopLetsHookChooseItsExit(t *testing.T) {
 			hs, _ := Discover(root, PreReboot)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
+			rec := newRecorder()
 			r := NewRunner(Options{KillGrace: 5 * time.Second, DrainTimeout: 500 * time.Millisecond,
-				Logger: slog.New(&cancelOnLine{&logRecorder{}, "up", cancel})}, nil)
+				Logger: slog.New(&cancelOnLine{&logRecorder{}, "up", cancel})}, rec)
 			res := r.RunHook(ctx, hs[0], Env{Phase: PreReboot})
 			if res.Outcome != tc.outcome || res.ExitCode != tc.exitCode || res.Interrupted != tc.interrupted {
 				t.Errorf("got %s exit %d interrupted %v (%s), want %s %d %v",
 					res.Outcome, res.ExitCode, res.Interrupted, res.Error, tc.outcome, tc.exitCode, tc.interrupted)
 			}
-			counted := 0.0
-			for _, o := range runResults {
-				counted += value(t, r.m.runs.WithLabelValues(string(PreReboot), string(o)))
-			}
-			if want := map[bool]float64{true: 0, false: 1}[tc.interrupted]; counted != want {
+			counted := rec.total(PreReboot)
+			if want := map[bool]int{true: 0, false: 1}[tc.interrupted]; counted != want {
 				t.Errorf("counted %v runs, want %v (an interrupted run is not a result)", counted, want)
 			}
 			// Once stopping, nothing more starts.

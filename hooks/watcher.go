@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // DefaultResync is how often the Watcher rescans even without events: a
@@ -36,7 +35,8 @@ const maxRescanDelay = 5 * time.Second
 // Watcher keeps the hook lists of every phase current: it rescans the
 // hooks tree after the changes fsnotify reports (gathered, see
 // DefaultDebounce), including phase directories created after it started,
-// and sets patchd_hooks_refused{phase}.
+// and tells its Recorder how many hooks each phase refuses
+// (patchd_hooks_refused{phase}).
 type Watcher struct {
 	root     string
 	logger   *slog.Logger
@@ -44,7 +44,7 @@ type Watcher struct {
 	debounce time.Duration
 	lastCost time.Duration // of the last scan; only Run's goroutine (and NewWatcher) use it
 
-	refused *prometheus.GaugeVec
+	rec Recorder
 
 	mu      sync.Mutex
 	lists   map[Phase][]Hook
@@ -52,9 +52,9 @@ type Watcher struct {
 	changed chan struct{} // closed and replaced after each scan
 }
 
-// NewWatcher scans root once, so List answers before Run starts, and
-// registers patchd_hooks_refused on reg (nil: not registered).
-func NewWatcher(root string, logger *slog.Logger, reg prometheus.Registerer) *Watcher {
+// NewWatcher scans root once, so List answers before Run starts; rec is
+// told the refused hooks after every scan (nil: nobody).
+func NewWatcher(root string, logger *slog.Logger, rec Recorder) *Watcher {
 	if logger == nil {
 		logger = discardLogger
 	}
@@ -63,19 +63,10 @@ func NewWatcher(root string, logger *slog.Logger, reg prometheus.Registerer) *Wa
 		logger:   logger,
 		resync:   DefaultResync,
 		debounce: DefaultDebounce,
-		refused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "patchd_hooks_refused",
-			Help: "Hooks refused as unsafe (owner, writable by others, unsafe directory), by phase; they never run.",
-		}, []string{"phase"}),
-		lists:   map[Phase][]Hook{},
-		errs:    map[Phase]string{},
-		changed: make(chan struct{}),
-	}
-	for _, p := range Phases {
-		w.refused.WithLabelValues(string(p))
-	}
-	if reg != nil {
-		reg.MustRegister(w.refused)
+		rec:      orNop(rec),
+		lists:    map[Phase][]Hook{},
+		errs:     map[Phase]string{},
+		changed:  make(chan struct{}),
 	}
 	w.scan()
 	return w
@@ -217,6 +208,15 @@ func (w *Watcher) scan() {
 			errs[p] = err.Error()
 		}
 		lists[p] = hs
+		// Told before the lists change, so that whoever sees the new
+		// list in List sees its count too.
+		n := 0
+		for _, h := range hs {
+			if h.State == Refused {
+				n++
+			}
+		}
+		w.rec.Refused(p, n)
 	}
 	w.mu.Lock()
 	old, oldErrs := w.lists, w.errs
@@ -229,15 +229,11 @@ func (w *Watcher) scan() {
 		if errs[p] != "" && errs[p] != oldErrs[p] {
 			w.logger.Error("cannot read hooks directory", "phase", p, "err", errs[p])
 		}
-		n := 0
 		before := map[string]Hook{}
 		for _, h := range old[p] {
 			before[h.Name] = h
 		}
 		for _, h := range lists[p] {
-			if h.State == Refused {
-				n++
-			}
 			if b, ok := before[h.Name]; ok && b.State == h.State && b.Reason == h.Reason {
 				continue
 			}
@@ -250,7 +246,6 @@ func (w *Watcher) scan() {
 				w.logger.Debug("file skipped", "phase", p, "hook", h.Name, "reason", h.Reason)
 			}
 		}
-		w.refused.WithLabelValues(string(p)).Set(float64(n))
 	}
 	close(ch)
 }

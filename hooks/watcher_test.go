@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // waitList waits, scan by scan, until cond holds for the watcher's list of
@@ -46,8 +44,8 @@ func TestWatcherLiveReload(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, "pre-patch"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	w := NewWatcher(root, nil, reg)
+	rec := newRecorder()
+	w := NewWatcher(root, nil, rec)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	watching := w.Changed()
@@ -59,7 +57,7 @@ func TestWatcherLiveReload(t *testing.T) {
 		}
 	})
 	<-watching
-	refused := func(p Phase) float64 { return value(t, w.refused.WithLabelValues(string(p))) }
+	refused := rec.refusedIn
 
 	hook := filepath.Join(root, "pre-patch", "10-drain")
 	steps := []struct {
@@ -90,7 +88,7 @@ func TestWatcherLiveReload(t *testing.T) {
 			t.Fatalf("%s: %v", s.what, err)
 		}
 		waitList(t, w, s.phase, s.what, func(hs []Hook) bool { return state(hs, s.name) == s.want })
-		wantRefused := 0.0
+		wantRefused := 0
 		if s.want == Refused {
 			wantRefused = 1
 		}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/patchd/patchd/agent/config"
 	"github.com/patchd/patchd/hooks"
+	"github.com/patchd/patchd/hooks/hookmetrics"
 )
 
 // hooksPart is the daemon's hooks part: the runner the cycle calls and the
@@ -20,9 +21,10 @@ type hooksPart struct {
 func (d *daemon) setupHooks() error {
 	cfg := d.config()
 	logger := d.logger.With("part", "hooks")
+	metrics := hookmetrics.New(d.reg)
 	h := &hooksPart{
-		runner:  hooks.NewRunner(hookOptions(cfg, logger), d.reg),
-		watcher: hooks.NewWatcher(cfg.Paths.Hooks, logger, d.reg),
+		runner:  hooks.NewRunner(hookOptions(cfg, logger), metrics),
+		watcher: hooks.NewWatcher(cfg.Paths.Hooks, logger, metrics),
 	}
 	d.hooks = h
 	d.addActor("hooks-watcher", h.watcher.Run)
