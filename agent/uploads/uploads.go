@@ -9,41 +9,28 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/patchd/patchd/agent/uploads/uploadstatus"
 )
 
-// Kinds of delivery.
+// The kinds, reasons and Status are defined in uploadstatus, which the CLI
+// links without this package's metrics.
 const (
-	KindInventory  = "inventory"
-	KindCompliance = "compliance"
-)
+	KindInventory  = uploadstatus.KindInventory
+	KindCompliance = uploadstatus.KindCompliance
 
-// Failure reasons, a closed set so the metric's series stay few.
-const (
-	ReasonNoAgentFolder = "no_agent_folder" // inventory: the agent's folder does not exist (yet)
-	ReasonWriteError    = "write_error"     // inventory: the folder is not writable
-	ReasonThrottled     = "throttled"
-	ReasonServerError   = "server_error"
-	ReasonNetwork       = "network"
-	ReasonAccessDenied  = "access_denied"
-	ReasonInvalid       = "invalid" // the service refused the request as malformed
-	ReasonCredentials   = "credentials"
+	ReasonNoAgentFolder = uploadstatus.ReasonNoAgentFolder
+	ReasonWriteError    = uploadstatus.ReasonWriteError
+	ReasonThrottled     = uploadstatus.ReasonThrottled
+	ReasonServerError   = uploadstatus.ReasonServerError
+	ReasonNetwork       = uploadstatus.ReasonNetwork
+	ReasonAccessDenied  = uploadstatus.ReasonAccessDenied
+	ReasonInvalid       = uploadstatus.ReasonInvalid
+	ReasonCredentials   = uploadstatus.ReasonCredentials
 )
 
 // Status is the last delivery of one kind.
-type Status struct {
-	Kind        string    `json:"kind"`
-	LastSuccess time.Time `json:"last_success,omitzero"`
-	LastFailure time.Time `json:"last_failure,omitzero"`
-	// Reason and Error explain the last failure; they are cleared by a
-	// later success.
-	Reason string `json:"reason,omitempty"`
-	Error  string `json:"error,omitempty"`
-	// Pending is what waits to be delivered (compliance: reports in the
-	// outbox).
-	Pending int `json:"pending"`
-	// Off says why this kind is not delivered at all, when it is not.
-	Off string `json:"off,omitempty"`
-}
+type Status = uploadstatus.Status
 
 // Tracker records deliveries. Its methods are safe from any goroutine.
 type Tracker struct {
