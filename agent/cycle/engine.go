@@ -329,11 +329,11 @@ func (e *Engine) advance(ctx context.Context) {
 			continue
 		}
 		switch {
-		case !c.phase(PhasePrePatch).Done:
+		case !c.PhaseState(PhasePrePatch).Done:
 			e.runPhase(ctx, c, hooks.PrePatch)
-		case c.RebootRequested && !c.phase(PhasePreReboot).Done && !c.Ended:
+		case c.RebootRequested && !c.PhaseState(PhasePreReboot).Done && !c.Ended:
 			e.runPhase(ctx, c, hooks.PreReboot)
-		case c.Ended && !c.phase(PhasePostPatch).Done:
+		case c.Ended && !c.PhaseState(PhasePostPatch).Done:
 			e.runPhase(ctx, c, hooks.PostPatch)
 		case c.Ended:
 			e.close(ctx)
@@ -522,7 +522,7 @@ func resultOf(status string, plugins map[string]string, corrupt bool) string {
 }
 
 func (e *Engine) onCommand(ctx context.Context, ev ssm.CommandEvent) {
-	if e.st.wasClosed(ev.DocumentID) {
+	if wasClosed(e.st, ev.DocumentID) {
 		return
 	}
 	c := e.st.Current
@@ -548,7 +548,7 @@ func (e *Engine) onCommand(ctx context.Context, ev ssm.CommandEvent) {
 				// covered it.
 				e.st.Queue = append(e.st.Queue[:i], e.st.Queue[i+1:]...)
 				c.Also = append(c.Also, ev.DocumentID)
-				e.st.addClosed(ev.DocumentID)
+				addClosed(e.st, ev.DocumentID)
 				e.log.Info("queued patch command ended within the open cycle", "document", ev.DocumentID, "cycle", c.ID)
 				e.save()
 				return
@@ -720,7 +720,7 @@ func (e *Engine) close(ctx context.Context) {
 	}
 	e.st.LastPackageChanges = entry.Packages.Counts()
 	e.st.Last = &entry
-	e.st.addClosed(c.Document.DocumentID, c.GateDocumentID)
+	addClosed(e.st, c.Document.DocumentID, c.GateDocumentID)
 	e.st.Current = nil
 	e.log.Info("patch cycle closed", "cycle", c.ID, "result", c.Result, "rebooted", entry.Rebooted,
 		"installed", len(entry.Packages.Installed), "upgraded", len(entry.Packages.Upgraded), "removed", len(entry.Packages.Removed))

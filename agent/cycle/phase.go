@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/patchd/patchd/agent/ledger"
 	"github.com/patchd/patchd/agent/ssm"
 	"github.com/patchd/patchd/hooks"
 )
@@ -15,7 +14,7 @@ import (
 // by the stop of patchd stays unfinished and runs again after the restart.
 func (e *Engine) runPhase(ctx context.Context, c *Cycle, phase hooks.Phase) {
 	name := string(phase)
-	ps := c.phase(name)
+	ps := c.PhaseState(name)
 	c.Phase = name
 	if !ps.Started {
 		ps.Started = true
@@ -45,7 +44,7 @@ func (e *Engine) runPhase(ctx context.Context, c *Cycle, phase hooks.Phase) {
 		if h.State == hooks.Refused {
 			return e.runOne(ctx, h, env)
 		}
-		return e.runTracked(ctx, c, ps, hookState(ps, h.Name, name), h, env)
+		return e.runTracked(ctx, c, ps, ps.Hook(h.Name, name), h, env)
 	}
 	results, err := hooks.RunHooks(ctx, list, e.env(c, phase, 1), run, hooks.PhaseOptions{
 		Finished: func(h hooks.Hook) (hooks.Result, bool) {
@@ -57,19 +56,19 @@ func (e *Engine) runPhase(ctx context.Context, c *Cycle, phase hooks.Phase) {
 			return hooks.Result{}, false
 		},
 		Attempt: func(h hooks.Hook) int {
-			hs := hookState(ps, h.Name, name)
+			hs := ps.Hook(h.Name, name)
 			if h.State == hooks.Refused {
 				return max(hs.Attempt, 1)
 			}
 			return hs.Attempt + 1
 		},
 		OnStart: func(h hooks.Hook) error {
-			if !e.hookStarting(ctx, c, ps, h, hookState(ps, h.Name, name)) {
+			if !e.hookStarting(ctx, c, ps, h, ps.Hook(h.Name, name)) {
 				return errors.New("patchd is stopping while an earlier run of the hook still runs")
 			}
 			return nil
 		},
-		OnResult: func(res hooks.Result) error { e.hookEnded(c, ps, hookState(ps, res.Name, name), res); return nil },
+		OnResult: func(res hooks.Result) error { e.hookEnded(c, ps, ps.Hook(res.Name, name), res); return nil },
 	})
 	e.running.Store(nil)
 	if err != nil {
@@ -80,7 +79,7 @@ func (e *Engine) runPhase(ctx context.Context, c *Cycle, phase hooks.Phase) {
 	// `patchd hooks run` reports them.
 	for _, res := range results {
 		if res.Outcome == hooks.NotRun {
-			hs := hookState(ps, res.Name, name)
+			hs := ps.Hook(res.Name, name)
 			hs.Outcome, hs.ExitCode, hs.Error, hs.Finished = string(hooks.NotRun), -1, res.Error, true
 		}
 	}
@@ -154,16 +153,6 @@ func (e *Engine) retry(ctx context.Context, c *Cycle, ps *PhaseState, list []hoo
 // results once retries are over.
 type phaseRecorder interface {
 	RecordPhase(p hooks.Phase, results []hooks.Result)
-}
-
-func hookState(ps *PhaseState, name, phase string) *HookState {
-	for i := range ps.Hooks {
-		if ps.Hooks[i].Name == name {
-			return &ps.Hooks[i]
-		}
-	}
-	ps.Hooks = append(ps.Hooks, HookState{HookRun: ledger.HookRun{Phase: phase, Name: name}})
-	return &ps.Hooks[len(ps.Hooks)-1]
 }
 
 // hookStarting persists a hook's attempt before it starts, so that a crash

@@ -12,21 +12,6 @@ import (
 	"github.com/patchd/patchd/hooks"
 )
 
-// HookProcess identifies a hook's running process group, recorded when the
-// hook starts. Outside systemd nothing kills a hook's group when patchd is
-// SIGKILLed: after the restart the orphaned run may still be going, and
-// starting the hook again beside it would run it twice at once.
-type HookProcess struct {
-	// Pgid is the group's id, its leader's pid.
-	Pgid int `json:"pgid"`
-	// Start is the leader's start time in clock ticks after boot
-	// (/proc/<pid>/stat field 22), so that a pid reused by another process
-	// is not taken for the hook; 0 if it could not be read.
-	Start uint64 `json:"start,omitempty"`
-	// Boot is the boot id then: after a reboot the group is gone.
-	Boot string `json:"boot,omitempty"`
-}
-
 // procRoot is /proc; tests do not change it, it names what is read.
 const procRoot = "/proc"
 
@@ -69,7 +54,7 @@ func processOf(pgid int, boot string) *HookProcess {
 // process with the leader's pid but another start time means the pid was
 // reused, which the kernel does only once the old group is empty. Zombies
 // do not count: an init that does not reap must not make patchd wait.
-func (p *HookProcess) alive(bootID string) bool {
+func alive(p *HookProcess, bootID string) bool {
 	if p == nil || p.Pgid <= 1 || (p.Boot != "" && bootID != "" && p.Boot != bootID) {
 		return false
 	}
@@ -110,7 +95,7 @@ type hookTimeouts interface {
 func (e *Engine) awaitEarlierRun(ctx context.Context, hs *HookState, phase hooks.Phase) bool {
 	p := hs.Process
 	boot := e.o.BootID()
-	if !p.alive(boot) {
+	if !alive(p, boot) {
 		return true
 	}
 	timeout := hooks.DefaultTimeout
@@ -123,7 +108,7 @@ func (e *Engine) awaitEarlierRun(ctx context.Context, hs *HookState, phase hooks
 	tick := time.NewTicker(orphanPoll)
 	defer tick.Stop()
 	var termAt, killAt time.Time
-	for p.alive(boot) {
+	for alive(p, boot) {
 		now := e.clock.Now()
 		switch {
 		case termAt.IsZero() && !now.Before(deadline):

@@ -46,19 +46,19 @@ func TestHookProcessIdentity(t *testing.T) {
 	if p.Start == 0 {
 		t.Fatalf("no start time read for pid %d", p.Pgid)
 	}
-	if !p.alive("boot-1") {
+	if !alive(p, "boot-1") {
 		t.Fatalf("a running group is not alive")
 	}
 	reused := *p
 	reused.Start++
-	if reused.alive("boot-1") {
+	if alive(&reused, "boot-1") {
 		t.Errorf("a pid with another start time is taken for the hook")
 	}
-	if p.alive("boot-2") {
+	if alive(p, "boot-2") {
 		t.Errorf("a group from before a reboot is alive")
 	}
 	end()
-	if p.alive("boot-1") {
+	if alive(p, "boot-1") {
 		t.Errorf("an ended group is alive")
 	}
 }
@@ -127,7 +127,7 @@ func TestAwaitEarlierRunKillsPastTheTimeout(t *testing.T) {
 	if !e.awaitEarlierRun(context.Background(), hs, hooks.PostPatch) {
 		t.Fatal("awaitEarlierRun = false")
 	}
-	if hs.Process.alive("boot-1") {
+	if alive(hs.Process, "boot-1") {
 		t.Error("the group is still alive")
 	}
 	// A stop while waiting returns false at once.
@@ -163,7 +163,7 @@ func TestOrphanFoundWithoutItsRecord(t *testing.T) {
 	}
 	t.Cleanup(func() { in.Close(); _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
 	p := findStartedRun("c1", "post-patch", 2, script, since, "boot-1")
-	if p == nil || p.Pgid != cmd.Process.Pid || !p.alive("boot-1") {
+	if p == nil || p.Pgid != cmd.Process.Pid || !alive(p, "boot-1") {
 		t.Fatalf("findStartedRun = %+v, want pgid %d", p, cmd.Process.Pid)
 	}
 	for name, q := range map[string]*HookProcess{

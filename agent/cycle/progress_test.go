@@ -11,6 +11,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/patchd/patchd/agent/cycle/cyclestate"
 	"github.com/patchd/patchd/hooks"
 )
 
@@ -83,7 +84,7 @@ func TestOldJournalRecordsAreIgnored(t *testing.T) {
 		{Seq: 6, Cycle: "other", Phase: PhasePrePatch},
 	} {
 		r.Hook.Name = "10-a"
-		st.applyProgress(r)
+		st.ApplyProgress(r)
 	}
 	if hs := st.Current.Phases[PhasePrePatch].Hooks; len(hs) != 1 || !hs[0].Finished {
 		t.Errorf("an old or foreign record was applied: %+v", hs)
@@ -182,7 +183,7 @@ func TestTornJournalRecordDoesNotSwallowTheNext(t *testing.T) {
 	}
 	j.close()
 	st := &State{Version: stateVersion, Current: &Cycle{ID: "c1"}}
-	if err := replayProgress(j.path, st); err != nil {
+	if err := cyclestate.ReplayProgress(j.path, st); err != nil {
 		t.Fatal(err)
 	}
 	hs := st.Current.Phases[PhasePrePatch].Hooks

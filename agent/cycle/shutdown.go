@@ -2,12 +2,7 @@ package cycle
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io/fs"
 	"os/exec"
-	"path/filepath"
 	"strings"
 )
 
@@ -30,21 +25,4 @@ func (SystemdShutdown) ShuttingDown(ctx context.Context) bool {
 	out, err := exec.CommandContext(ctx, "busctl", "get-property", "org.freedesktop.login1",
 		"/org/freedesktop/login1", "org.freedesktop.login1.Manager", "PreparingForShutdown").Output()
 	return err == nil && strings.TrimSpace(string(out)) == "b true"
-}
-
-func readStateOnly(stateDir string) (*State, error) {
-	path := filepath.Join(stateDir, FileName)
-	data, err := readStateFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return &State{Version: stateVersion}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("cycle state %s: %w", path, err)
-	}
-	var st State
-	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("cycle state %s: %w", path, err)
-	}
-	_ = replayProgress(filepath.Join(stateDir, ProgressFileName), &st) // best effort: a view
-	return &st, nil
 }

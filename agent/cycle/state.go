@@ -12,157 +12,64 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
 
-	"github.com/patchd/patchd/agent/ledger"
+	"github.com/patchd/patchd/agent/cycle/cyclestate"
 	"github.com/patchd/patchd/agent/safeopen"
 )
 
-// FileName is the state file's name inside the state directory.
-const FileName = "cycle.json"
-
-// stateVersion is bumped when State changes incompatibly.
-const stateVersion = 1
-
-// Triggers and results (docs/design.md, "The patch cycle").
+// The state file's format, the gate's and status's messages, and the
+// reading of both files for a view are in cyclestate, which the CLI links
+// without the daemon's dependencies; these names are this package's own
+// for them.
 const (
-	TriggerObserved = "observed"
-	TriggerGate     = "gate"
+	FileName         = cyclestate.FileName
+	ProgressFileName = cyclestate.ProgressFileName
+	MaxStateBytes    = cyclestate.MaxStateBytes
+	stateVersion     = cyclestate.Version
 
-	ResultSuccess   = "success"
-	ResultFailed    = "failed"
-	ResultCancelled = "cancelled"
-	ResultTimedOut  = "timed_out"
-	ResultUnknown   = "unknown"
+	TriggerObserved = cyclestate.TriggerObserved
+	TriggerGate     = cyclestate.TriggerGate
+
+	ResultSuccess   = cyclestate.ResultSuccess
+	ResultFailed    = cyclestate.ResultFailed
+	ResultCancelled = cyclestate.ResultCancelled
+	ResultTimedOut  = cyclestate.ResultTimedOut
+	ResultUnknown   = cyclestate.ResultUnknown
+
+	PhasePrePatch  = cyclestate.PhasePrePatch
+	PhaseWaiting   = cyclestate.PhaseWaiting
+	PhasePreReboot = cyclestate.PhasePreReboot
+	PhasePostPatch = cyclestate.PhasePostPatch
 )
 
 // Triggers and Results list the label values of patchd_cycles_total.
 var (
-	Triggers = []string{TriggerObserved, TriggerGate}
-	Results  = []string{ResultSuccess, ResultFailed, ResultCancelled, ResultTimedOut, ResultUnknown}
+	Triggers = cyclestate.Triggers
+	Results  = cyclestate.Results
 )
 
-// Phase names as stored; the hook phases plus the time between them.
-const (
-	PhasePrePatch  = "pre-patch"
-	PhaseWaiting   = "waiting" // the patch runs; patchd waits for its end
-	PhasePreReboot = "pre-reboot"
-	PhasePostPatch = "post-patch"
+type (
+	Document    = cyclestate.Document
+	HookState   = cyclestate.HookState
+	HookProcess = cyclestate.HookProcess
+	PhaseState  = cyclestate.PhaseState
+	Cycle       = cyclestate.Cycle
+	State       = cyclestate.State
+	GateRequest = cyclestate.GateRequest
+	GateReply   = cyclestate.GateReply
+	Status      = cyclestate.Status
+
+	progressRecord = cyclestate.ProgressRecord
 )
 
-// Document is what patchd knows of one patch command.
-type Document struct {
-	DocumentID    string `json:"document_id"`
-	CommandID     string `json:"command_id,omitempty"`
-	AssociationID string `json:"association_id,omitempty"`
-	DocumentName  string `json:"document_name,omitempty"`
-	Operation     string `json:"operation,omitempty"`
-	InstanceID    string `json:"instance_id,omitempty"`
-	Status        string `json:"status,omitempty"`
-	RunCount      int    `json:"run_count,omitempty"`
-	// Steps are the last known step statuses: the file is often deleted
-	// right after its final write, so the last parse may predate the end.
-	Steps map[string]string `json:"steps,omitempty"`
-	// LogStatus is a final status the agent's log named for the document
-	// (see endResult): evidence when the file left before patchd read it.
-	LogStatus string `json:"log_status,omitempty"`
-}
+// StatusFromFile reads the state file directly, for the CLI when the daemon
+// is not running.
+func StatusFromFile(stateDir string) (Status, error) { return cyclestate.StatusFromFile(stateDir) }
 
-// HookState is a hook's record within a phase. Finished is false while it
-// runs: a hook found unfinished after a crash is run again.
-type HookState struct {
-	ledger.HookRun
-	Finished bool `json:"finished"`
-	// Process is the running attempt's process group (process.go); it is
-	// cleared when the hook finishes.
-	Process *HookProcess `json:"process,omitempty"`
-}
-
-// PhaseState is one phase of a cycle.
-type PhaseState struct {
-	Started bool        `json:"started"`
-	Done    bool        `json:"done"`
-	Failed  bool        `json:"failed"`
-	Hooks   []HookState `json:"hooks,omitempty"`
-	Error   string      `json:"error,omitempty"`
-}
-
-// Cycle is the open patch cycle.
-type Cycle struct {
-	ID      string    `json:"id"`
-	Trigger string    `json:"trigger"`
-	Opened  time.Time `json:"opened"`
-	Phase   string    `json:"phase"`
-	// Document is the patch command the cycle follows; empty while a
-	// gate-opened cycle waits for it.
-	Document Document `json:"document"`
-	// GateDocumentID is the document that ran `patchd gate pre-patch`. When
-	// no patch command is adopted, its end ends the cycle, unless
-	// WaitForPatch says the patch runs as a later, separate command.
-	GateDocumentID string `json:"gate_document_id,omitempty"`
-	WaitForPatch   bool   `json:"wait_for_patch,omitempty"`
-	Region         string `json:"region,omitempty"`
-
-	Phases          map[string]*PhaseState `json:"phases"`
-	RebootRequested bool                   `json:"reboot_requested,omitempty"`
-	BootID          string                 `json:"boot_id,omitempty"`
-	// Ended is set when the patch run is known to be over; Result is then
-	// what post-patch hooks are told.
-	Ended  bool      `json:"ended,omitempty"`
-	EndAt  time.Time `json:"end_at,omitzero"`
-	Result string    `json:"result,omitempty"`
-	// ResultReason says why Result is unknown (or where it came from when
-	// not from the state file), for hooks, the ledger and patchd history.
-	ResultReason string `json:"result_reason,omitempty"`
-	// Also are patch commands that started and ended while this cycle was
-	// open.
-	Also []string `json:"also,omitempty"`
-
-	// Packages is the snapshot taken when the cycle opened; it must survive
-	// the reboot to compute the change at close.
-	Packages      []ledger.Package `json:"packages,omitempty"`
-	PackagesError string           `json:"packages_error,omitempty"`
-}
-
-func (c *Cycle) phase(name string) *PhaseState {
-	if c.Phases == nil {
-		c.Phases = map[string]*PhaseState{}
-	}
-	p := c.Phases[name]
-	if p == nil {
-		p = &PhaseState{}
-		c.Phases[name] = p
-	}
-	return p
-}
-
-// State is everything in cycle.json.
-type State struct {
-	Version int    `json:"version"`
-	Current *Cycle `json:"current,omitempty"`
-	// Queue holds patch commands seen while another cycle was open.
-	Queue []Document `json:"queue,omitempty"`
-	// Closed are the latest documents whose cycle has closed, so that a late
-	// event about them never opens a second cycle.
-	Closed []string `json:"closed,omitempty"`
-	// Last is the last finished cycle, as written to the ledger.
-	Last *ledger.Entry `json:"last,omitempty"`
-	// Totals counts finished cycles by "trigger/result" for
-	// patchd_cycles_total, which must not restart at zero after a reboot.
-	Totals             map[string]float64 `json:"totals,omitempty"`
-	LastSuccessfulEnd  time.Time          `json:"last_successful_end,omitzero"`
-	LastPackageChanges map[string]int     `json:"last_package_changes,omitempty"`
-	// PendingLedger are closed cycles the ledger did not take yet (a full
-	// or read-only disk); pending.go writes them when it can.
-	PendingLedger []ledger.Entry `json:"pending_ledger,omitempty"`
-	// ProgressSeq is the last record of the progress journal this file
-	// includes; replay skips those at or below it.
-	ProgressSeq int64 `json:"progress_seq,omitempty"`
-}
-
+// maxClosed is how many closed documents State.Closed remembers.
 const maxClosed = 64
 
-func (s *State) wasClosed(id string) bool {
+func wasClosed(s *State, id string) bool {
 	if id == "" {
 		return false
 	}
@@ -174,9 +81,9 @@ func (s *State) wasClosed(id string) bool {
 	return false
 }
 
-func (s *State) addClosed(ids ...string) {
+func addClosed(s *State, ids ...string) {
 	for _, id := range ids {
-		if id != "" && !s.wasClosed(id) {
+		if id != "" && !wasClosed(s, id) {
 			s.Closed = append(s.Closed, id)
 		}
 	}
@@ -185,23 +92,12 @@ func (s *State) addClosed(ids ...string) {
 	}
 }
 
-// MaxStateBytes bounds what is read of cycle.json: a real one holds one
-// cycle's compact hook records, kilobytes even with thousands of hooks.
-const MaxStateBytes = 128 << 20
-
-// readStateFile reads cycle.json without blocking on it and without
-// reading more than MaxStateBytes: anything but a regular file is refused
-// (safeopen.ErrNotRegular), as is a larger one (safeopen.ErrTooLarge).
-func readStateFile(path string) ([]byte, error) {
-	return safeopen.ReadFile(path, MaxStateBytes)
-}
-
 // LoadState reads cycle.json. A missing file is a fresh state. A file that
 // does not parse, is too large, or is not a regular file (a FIFO would
 // block the start for good) is moved aside (so it can be inspected) and a
 // fresh state is returned with the error, for the caller to log.
 func LoadState(path string) (*State, error) {
-	data, err := readStateFile(path)
+	data, err := cyclestate.ReadStateFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &State{Version: stateVersion}, nil
 	}
@@ -223,7 +119,7 @@ func LoadState(path string) (*State, error) {
 		}
 		return &State{Version: stateVersion}, fmt.Errorf("cycle state %s unreadable (%w); moved to %s and starting without an open cycle", path, err, aside)
 	}
-	if err := replayProgress(filepath.Join(filepath.Dir(path), ProgressFileName), &st); err != nil {
+	if err := cyclestate.ReplayProgress(filepath.Join(filepath.Dir(path), ProgressFileName), &st); err != nil {
 		// Without the journal the steps since the phase's start run again:
 		// better than not starting.
 		return &st, err
