@@ -1,13 +1,8 @@
 package main
 
 import (
-	"fmt"
-	"io"
-	"os"
-
 	"github.com/alecthomas/kingpin/v2"
 
-	"github.com/patchd/patchd/agent/agentlog"
 	"github.com/patchd/patchd/agent/config"
 )
 
@@ -19,22 +14,5 @@ func addAgentLogCommands(app *kingpin.Application, flags *config.Flags, add func
 	al := app.Command("agent-log", "Work with amazon-ssm-agent's log.")
 	cl := al.Command("classify", "Print <line_number>\\t<level>\\t<event_kind> for every line of an agent log (FILE or - for stdin): the agent's files, journalctl -u amazon-ssm-agent output, syslog or grep output.")
 	file := cl.Arg("file", "Log file to classify; - or nothing reads stdin (e.g. journalctl -u amazon-ssm-agent | patchd agent-log classify).").Default("-").String()
-	add("agent-log classify", func() int {
-		var r io.Reader = os.Stdin
-		name := "stdin"
-		if *file != "-" && *file != "" {
-			f, err := os.Open(*file)
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "patchd agent-log classify: %v (give a readable file, or - for stdin)\n", err)
-				return exitFailure
-			}
-			defer f.Close()
-			r, name = f, *file
-		}
-		if err := agentlog.ClassifyStream(r, os.Stdout); err != nil {
-			fmt.Fprintf(os.Stderr, "patchd agent-log classify: %s: %v\n", name, err)
-			return exitFailure
-		}
-		return exitOK
-	})
+	add("agent-log classify", func() int { return classifyAgentLog(*file) })
 }

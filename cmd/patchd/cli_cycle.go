@@ -17,9 +17,9 @@ import (
 
 	"github.com/patchd/patchd/agent/config"
 	"github.com/patchd/patchd/agent/control"
-	"github.com/patchd/patchd/agent/cycle"
+	"github.com/patchd/patchd/agent/cycle/cyclestate"
 	"github.com/patchd/patchd/agent/ledger"
-	"github.com/patchd/patchd/agent/uploads"
+	"github.com/patchd/patchd/agent/uploads/uploadstatus"
 )
 
 // addCycleCommands registers gate, status and history.
@@ -37,11 +37,11 @@ func addCycleCommands(app *kingpin.Application, flags *config.Flags, add func(st
 	pre.Flag("timeout", "Longest wait for the phase.").Default("2h").DurationVar(&timeout)
 	post := gate.Command("post-patch", "Close the open cycle now and wait for its post-patch hooks.")
 	post.Flag("result", "The patch run's result given to the hooks: success, failed, cancelled, timed_out, unknown (default: from the document's status).").
-		EnumVar(&result, cycle.Results...)
+		EnumVar(&result, cyclestate.Results...)
 	post.Flag("timeout", "Longest wait for the phase.").Default("2h").DurationVar(&timeout)
 	for _, name := range []string{"pre-patch", "post-patch"} {
 		add("gate "+name, func() int {
-			req := cycle.GateRequest{Phase: name, DocumentID: docID, WaitForPatch: wait, Result: result,
+			req := cyclestate.GateRequest{Phase: name, DocumentID: docID, WaitForPatch: wait, Result: result,
 				Region: firstEnv("AWS_SSM_REGION_NAME", "AWS_REGION")}
 			if req.DocumentID == "" && name == "pre-patch" {
 				req.DocumentID = documentWorkerID(os.Getpid())
@@ -111,14 +111,14 @@ func documentWorkerID(pid int) string {
 	return ""
 }
 
-func runGate(flags *config.Flags, req cycle.GateRequest, timeout time.Duration, stdout, stderr io.Writer) int {
+func runGate(flags *config.Flags, req cyclestate.GateRequest, timeout time.Duration, stdout, stderr io.Writer) int {
 	cfg, err := flags.Resolve()
 	if err != nil {
 		return badConfig(stderr, "gate "+req.Phase, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var rep cycle.GateReply
+	var rep cyclestate.GateReply
 	if err := control.NewClient(cfg.Control.Socket, timeout).Do(ctx, "POST", "/v1/gate", req, &rep); err != nil {
 		code := daemonError(ctx, err)
 		if code == exitTimeout {
@@ -135,7 +135,7 @@ func runGate(flags *config.Flags, req cycle.GateRequest, timeout time.Duration, 
 		fmt.Fprintf(stdout, "%s\n", rep.Message)
 	}
 	if !rep.OK {
-		if req.Phase == cycle.PhasePostPatch {
+		if req.Phase == cyclestate.PhasePostPatch {
 			fmt.Fprintf(stderr, "patchd gate %s: cycle %s: a post-patch hook failed: this host is not back to normal (see patchd status, journalctl -u patchd)\n", req.Phase, rep.CycleID)
 		} else {
 			fmt.Fprintf(stderr, "patchd gate %s: cycle %s: the phase failed; do not patch until it is fixed (see journalctl -u patchd)\n", req.Phase, rep.CycleID)
@@ -162,12 +162,12 @@ func runStatus(flags *config.Flags, output string, stdout, stderr io.Writer) int
 		}
 		// The daemon is down: what it last wrote is still the truth about
 		// the cycle, and it resumes from exactly that.
-		fs, ferr := cycle.StatusFromFile(cfg.Paths.State)
+		fs, ferr := cyclestate.StatusFromFile(cfg.Paths.State)
 		if ferr != nil {
 			fmt.Fprintf(stderr, "patchd status: %v; and %v\n", err, ferr)
 			return exitFailure
 		}
-		st = statusReply{Status: fs, Watched: watchedFolders(cfg.Paths.AgentData), FromFile: filepath.Join(cfg.Paths.State, cycle.FileName)}
+		st = statusReply{Status: fs, Watched: watchedFolders(cfg.Paths.AgentData), FromFile: filepath.Join(cfg.Paths.State, cyclestate.FileName)}
 		fmt.Fprintf(stderr, "patchd daemon not reachable at %s; showing the state file %s\n", cfg.Control.Socket, st.FromFile)
 	}
 	if output == "json" {
@@ -225,7 +225,7 @@ func printStatus(w io.Writer, st statusReply) {
 
 // printSSMReports says when each kind last reached Systems Manager and,
 // when its last try failed, why.
-func printSSMReports(w io.Writer, rs []uploads.Status) {
+func printSSMReports(w io.Writer, rs []uploadstatus.Status) {
 	if len(rs) == 0 {
 		return
 	}
@@ -238,14 +238,14 @@ func printSSMReports(w io.Writer, rs []uploads.Status) {
 	}
 	for _, r := range rs {
 		verb := "sent"
-		if r.Kind == uploads.KindInventory {
+		if r.Kind == uploadstatus.KindInventory {
 			verb = "written"
 		}
 		line := fmt.Sprintf("  %-11s  last %s %s", r.Kind, verb, when(r.LastSuccess))
 		switch {
 		case r.Off != "":
 			line = fmt.Sprintf("  %-11s  off (%s)", r.Kind, r.Off)
-		case r.Kind == uploads.KindCompliance && r.Pending > 0:
+		case r.Kind == uploadstatus.KindCompliance && r.Pending > 0:
 			line += fmt.Sprintf("; %d waiting", r.Pending)
 		}
 		if r.Reason != "" && r.Off == "" {
@@ -307,4 +307,27 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// statusReply is GET /v1/status.
+type statusReply struct {
+	cyclestate.Status
+	// Watched are the agent's instance folders whose state is followed.
+	Watched []string `json:"watched"`
+	// FromFile is set by the CLI when the daemon was not reachable.
+	FromFile string `json:"from_file,omitempty"`
+	// SSMReports are the last deliveries to Systems Manager, by kind
+	// (docs/fleet-ssm.md); known only to a running daemon.
+	SSMReports []uploadstatus.Status `json:"ssm_reports,omitempty"`
+}
+
+// watchedFolders lists <agent-data>/<instance-id> folders that have a
+// document state tree: the ones the command watcher follows.
+func watchedFolders(agentData string) []string {
+	m, _ := filepath.Glob(filepath.Join(agentData, "*", "document", "state"))
+	out := make([]string, 0, len(m))
+	for _, p := range m {
+		out = append(out, filepath.Dir(filepath.Dir(p)))
+	}
+	return out
 }

@@ -3,16 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
+	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -146,59 +142,6 @@ func hooksRun(ctx context.Context, stdout, stderr io.Writer, root string, phase 
 	return exitOK
 }
 
-// checkHooksDir returns one message per problem in the hooks tree, for
-// `patchd check`: a missing or unreadable tree, a directory that is not a
-// phase, and every refused hook, each with the path and the fix.
-func checkHooksDir(cfg config.Config) []string {
-	root := cfg.Paths.Hooks
-	fi, err := os.Stat(root)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return []string{fmt.Sprintf("hooks directory %s does not exist: create it with mkdir -p %s/pre-patch %s/pre-reboot %s/post-patch (owned by root, mode 0755), or set paths.hooks", root, root, root, root)}
-	case err != nil:
-		return []string{fmt.Sprintf("hooks directory %s: %v", root, err)}
-	case !fi.IsDir():
-		return []string{fmt.Sprintf("hooks directory %s is not a directory: remove it and create the directory, or set paths.hooks", root)}
-	}
-	var msgs []string
-	entries, err := os.ReadDir(root)
-	if err != nil {
-		return []string{fmt.Sprintf("hooks directory %s: %v (patchd must be able to read it)", root, err)}
-	}
-	for _, e := range entries {
-		if slices.Contains(config.Phases, e.Name()) || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		p := filepath.Join(root, e.Name())
-		if e.IsDir() {
-			msgs = append(msgs, fmt.Sprintf("%s: not a phase directory, its hooks never run: move them into pre-patch, pre-reboot or post-patch", printable(p)))
-		} else if info, err := e.Info(); err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o111 != 0 {
-			msgs = append(msgs, fmt.Sprintf("%s: hooks belong in a phase directory (pre-patch, pre-reboot or post-patch), not in %s itself", printable(p), root))
-		}
-	}
-	for _, p := range hooks.Phases {
-		// An unsafe directory on the way to a phase is reported even
-		// when the phase has no hooks yet: whoever can write it decides
-		// what runs next. Its hooks are then all refused for the same
-		// reason, said once.
-		if r := hooks.CheckPhaseDir(root, p); r != "" {
-			msgs = append(msgs, fmt.Sprintf("hooks of phase %s will not run: %s", p, r))
-			continue
-		}
-		hs, err := hooks.Discover(root, p)
-		if err != nil {
-			msgs = append(msgs, err.Error())
-			continue
-		}
-		for _, h := range hs {
-			if h.State == hooks.Refused {
-				msgs = append(msgs, fmt.Sprintf("hook %s refused, it will not run: %s", printable(h.Path), printable(h.Reason)))
-			}
-		}
-	}
-	return msgs
-}
-
 // printable returns s as it is when every character prints, else quoted
 // in Go syntax: a hook's file name with a newline or a terminal escape in
 // it must not forge lines in the listing or drive the terminal.
@@ -212,4 +155,18 @@ func printable(s string) string {
 		}
 	}
 	return s
+}
+
+// hookOptions translates the configuration's hooks section.
+func hookOptions(cfg config.Config, logger *slog.Logger) hooks.Options {
+	pt := make(map[hooks.Phase]time.Duration, len(cfg.Hooks.PhaseTimeouts))
+	for p, d := range cfg.Hooks.PhaseTimeouts {
+		pt[hooks.Phase(p)] = d
+	}
+	return hooks.Options{
+		Timeout:       cfg.Hooks.Timeout,
+		PhaseTimeouts: pt,
+		KillGrace:     cfg.Hooks.KillGrace,
+		Logger:        logger,
+	}
 }

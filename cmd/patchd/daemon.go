@@ -1,3 +1,5 @@
+//go:build !patchd_cli
+
 package main
 
 import (
@@ -13,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
@@ -98,30 +99,20 @@ func (d *daemon) emitCommand(ev ssm.CommandEvent) {
 	}
 }
 
-func addRunCommand(app *kingpin.Application, flags *config.Flags, add func(string, command)) {
-	app.Command("run", "Run the daemon in the foreground (what the systemd unit starts).")
-	add("run", func() int {
-		cfg, err := flags.Resolve()
-		if err != nil {
-			return badConfig(os.Stderr, "run", err)
-		}
-		logger, level := newLogger(cfg)
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-		defer stop()
-		if err := runDaemon(ctx, flags, cfg, logger, level); err != nil {
-			logger.Error("patchd stopped with an error", "err", err)
-			return exitFailure
-		}
-		return exitOK
-	})
-}
-
-func newLogger(cfg config.Config) (*slog.Logger, *promslog.Level) {
-	level := promslog.NewLevel()
-	_ = level.Set(cfg.Log.Level)
-	format := promslog.NewFormat()
-	_ = format.Set(cfg.Log.Format)
-	return promslog.New(&promslog.Config{Level: level, Format: format}), level
+// runDaemonCommand is `patchd run`.
+func runDaemonCommand(flags *config.Flags) int {
+	cfg, err := flags.Resolve()
+	if err != nil {
+		return badConfig(os.Stderr, "run", err)
+	}
+	logger, level := newLogger(cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := runDaemon(ctx, flags, cfg, logger, level); err != nil {
+		logger.Error("patchd stopped with an error", "err", err)
+		return exitFailure
+	}
+	return exitOK
 }
 
 // runDaemon builds every part, runs them until ctx is done, and stops them

@@ -1,3 +1,5 @@
+//go:build !patchd_cli
+
 package main
 
 import (
@@ -5,7 +7,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -17,7 +18,6 @@ import (
 	"github.com/patchd/patchd/agent/control"
 	"github.com/patchd/patchd/agent/cycle"
 	"github.com/patchd/patchd/agent/ledger"
-	"github.com/patchd/patchd/agent/uploads"
 	"github.com/patchd/patchd/hooks"
 )
 
@@ -140,27 +140,4 @@ func (d *daemon) setupCycle() error {
 		control.WriteJSON(w, http.StatusOK, rep)
 	})
 	return nil
-}
-
-// statusReply is GET /v1/status.
-type statusReply struct {
-	cycle.Status
-	// Watched are the agent's instance folders whose state is followed.
-	Watched []string `json:"watched"`
-	// FromFile is set by the CLI when the daemon was not reachable.
-	FromFile string `json:"from_file,omitempty"`
-	// SSMReports are the last deliveries to Systems Manager, by kind
-	// (docs/fleet-ssm.md); known only to a running daemon.
-	SSMReports []uploads.Status `json:"ssm_reports,omitempty"`
-}
-
-// watchedFolders lists <agent-data>/<instance-id> folders that have a
-// document state tree: the ones the command watcher follows.
-func watchedFolders(agentData string) []string {
-	m, _ := filepath.Glob(filepath.Join(agentData, "*", "document", "state"))
-	out := make([]string, 0, len(m))
-	for _, p := range m {
-		out = append(out, filepath.Dir(filepath.Dir(p)))
-	}
-	return out
 }

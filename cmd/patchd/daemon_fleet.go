@@ -1,3 +1,5 @@
+//go:build !patchd_cli
+
 package main
 
 import (

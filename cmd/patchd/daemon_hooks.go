@@ -1,9 +1,8 @@
+//go:build !patchd_cli
+
 package main
 
 import (
-	"log/slog"
-	"time"
-
 	"github.com/patchd/patchd/agent/config"
 	"github.com/patchd/patchd/hooks"
 	"github.com/patchd/patchd/hooks/hookmetrics"
@@ -30,18 +29,4 @@ func (d *daemon) setupHooks() error {
 	d.addActor("hooks-watcher", h.watcher.Run)
 	d.onReload(func(c config.Config) { h.runner.SetOptions(hookOptions(c, logger)) })
 	return nil
-}
-
-// hookOptions translates the configuration's hooks section.
-func hookOptions(cfg config.Config, logger *slog.Logger) hooks.Options {
-	pt := make(map[hooks.Phase]time.Duration, len(cfg.Hooks.PhaseTimeouts))
-	for p, d := range cfg.Hooks.PhaseTimeouts {
-		pt[hooks.Phase(p)] = d
-	}
-	return hooks.Options{
-		Timeout:       cfg.Hooks.Timeout,
-		PhaseTimeouts: pt,
-		KillGrace:     cfg.Hooks.KillGrace,
-		Logger:        logger,
-	}
 }

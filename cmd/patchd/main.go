@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 
 	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
 	"github.com/prometheus/common/version"
 
 	"github.com/patchd/patchd/agent/config"
@@ -63,6 +65,15 @@ func main() {
 
 // run parses args and runs the chosen subcommand. Each area registers its own
 // subcommands in its own file (add*Commands) so that they stay small.
+//
+// This package builds two binaries from the same commands, flags and help
+// (docs/design.md, "Two binaries"): the full one (the default build,
+// installed as patchd-daemon) and the CLI (-tags patchd_cli, installed as
+// patchd), which links none of the daemon's heavy dependencies and has
+// the full binary run the commands that need them (delegate.go). A file
+// that registers a command is in both builds; an action that needs the
+// daemon's packages is in a file built with !patchd_cli (daemon*.go,
+// *_full.go).
 func run(args []string) int {
 	app := kingpin.New("patchd", "Runs hooks around every AWS Systems Manager patch run, keeps amazon-ssm-agent healthy, and reports it all as Prometheus metrics.")
 	app.HelpFlag.Short('h')
@@ -113,4 +124,17 @@ func addVersionCommand(app *kingpin.Application, add func(string, command)) {
 		fmt.Println(version.Print("patchd"))
 		return exitOK
 	})
+}
+
+func addRunCommand(app *kingpin.Application, flags *config.Flags, add func(string, command)) {
+	app.Command("run", "Run the daemon in the foreground (what the systemd unit starts).")
+	add("run", func() int { return runDaemonCommand(flags) })
+}
+
+func newLogger(cfg config.Config) (*slog.Logger, *promslog.Level) {
+	level := promslog.NewLevel()
+	_ = level.Set(cfg.Log.Level)
+	format := promslog.NewFormat()
+	_ = format.Set(cfg.Log.Format)
+	return promslog.New(&promslog.Config{Level: level, Format: format}), level
 }
