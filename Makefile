@@ -16,18 +16,37 @@ LDFLAGS     := -s -w \
   -X github.com/prometheus/common/version.BuildUser=patchd \
   -X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
+# Two binaries from cmd/patchd (docs/design.md, "Two binaries"): patchd, the
+# CLI operators type, built with -tags patchd_cli so that it links none of
+# the daemon's heavy packages and starts fast; and patchd-daemon, the full
+# binary, which runs the daemon and the commands the CLI hands it. The
+# packages install patchd-daemon at DAEMON_PATH, where the CLI looks for it
+# when it is not beside the CLI (as it is in $(BUILD)).
+DAEMON_PATH := /usr/libexec/patchd/patchd-daemon
+CLI_FLAGS   := -tags patchd_cli -ldflags "$(LDFLAGS) -X main.daemonPath=$(DAEMON_PATH)"
+DAEMON_FLAGS := -ldflags "$(LDFLAGS)"
+ARCHES      := amd64 arm64
 
 .PHONY: build deps test test-go test-package test-prometheus test-fleet test-e2e lint package demo bench bench-hooks bench-startup bench-cycle bench-agentlog bench-scrape bench-idle bench-watcher clean
 
-build: $(BUILD)/patchd
+build: $(BUILD)/patchd $(BUILD)/patchd-daemon
 
 $(BUILD)/patchd: FORCE
 	@mkdir -p $(BUILD)
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/patchd
+	CGO_ENABLED=0 $(GO) build -trimpath $(CLI_FLAGS) -o $@ ./cmd/patchd
 
-$(BUILD)/patchd-%: FORCE
+$(BUILD)/patchd-daemon: FORCE
 	@mkdir -p $(BUILD)
-	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/patchd
+	CGO_ENABLED=0 $(GO) build -trimpath $(DAEMON_FLAGS) -o $@ ./cmd/patchd
+
+# The packages' binaries: patchd-ARCH (the CLI) and patchd-daemon-ARCH.
+$(ARCHES:%=$(BUILD)/patchd-%): $(BUILD)/patchd-%: FORCE
+	@mkdir -p $(BUILD)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath $(CLI_FLAGS) -o $@ ./cmd/patchd
+
+$(ARCHES:%=$(BUILD)/patchd-daemon-%): $(BUILD)/patchd-daemon-%: FORCE
+	@mkdir -p $(BUILD)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$* $(GO) build -trimpath $(DAEMON_FLAGS) -o $@ ./cmd/patchd
 
 FORCE:
 
@@ -64,7 +83,7 @@ test-prometheus: build
 	  -run '^(TestMetricsEndToEnd|TestRealPrometheusScrapesACycle|TestPrometheusPackagingFiles|TestDashboardAndRulesUseCataloguedMetrics|TestCardinalityAfterManyCycles|TestWebConfigEnforcesTLSAndBasicAuth)$$' \
 	  ./cmd/patchd
 
-# 100 simulated hosts (the release binary, 127.0.1.N) under one real
+# 100 simulated hosts (the release daemon, 127.0.1.N) under one real
 # Prometheus: a patch wave, the alerts, the fleet rules, every dashboard
 # query, and the fleet's costs (docs/fleet-prometheus.md). One user runs
 # 100 patchd here, so it needs more inotify instances than the default 128.
@@ -78,7 +97,7 @@ test-fleet: build
 	promtool check config $(BUILD)/prometheus-scrape.check.yml
 	@if [ "$$(cat /proc/sys/fs/inotify/max_user_instances)" -lt $(FLEET_INOTIFY) ] && [ "$$(id -u)" = 0 ]; then \
 	  echo "test-fleet: sysctl -w fs.inotify.max_user_instances=$(FLEET_INOTIFY)"; sysctl -qw fs.inotify.max_user_instances=$(FLEET_INOTIFY); fi
-	PATCHD_FLEET=1 PATCHD_FLEET_BIN=$(abspath $(BUILD))/patchd PATCHD_FLEET_REPORT=$(abspath $(BUILD))/fleet-report.txt \
+	PATCHD_FLEET=1 PATCHD_FLEET_BIN=$(abspath $(BUILD))/patchd-daemon PATCHD_FLEET_REPORT=$(abspath $(BUILD))/fleet-report.txt \
 	  $(GO) test -count=1 -timeout 10m -v -run '^TestFleet$$' ./packaging/fleettest/
 
 # debootstrap + systemd-nspawn system test, root only. PATCHD_E2E_RUN=Regexp
@@ -89,7 +108,7 @@ test-e2e: package
 	else PATCHD_E2E=1 PATCHD_BUILD=$(abspath $(BUILD)) $(GO) test -count=1 -timeout 15m -v \
 	  -run '$(or $(PATCHD_E2E_RUN),.)' ./packaging/systemtest/; fi
 
-package: $(BUILD)/patchd-amd64 $(BUILD)/patchd-arm64
+package: $(ARCHES:%=$(BUILD)/patchd-%) $(ARCHES:%=$(BUILD)/patchd-daemon-%)
 	packaging/build-packages.sh $(BUILD) '$(PKGVER)'
 
 # A patch run on a simulated host in a temp dir, as any user (cmd/patchd-demo).
@@ -104,8 +123,9 @@ LOADAVG = @awk '{ printf "load average (1, 5, 15 min): %s %s %s%s\n", $$1, $$2, 
 
 bench: bench-hooks bench-startup bench-cycle bench-agentlog bench-scrape bench-idle bench-watcher
 
-# patchd hooks run vs run-parts on 20 trivial hooks: 30 interleaved pairs,
-# wall and CPU; then the runner in process against run-parts.
+# patchd hooks run (the CLI, build/patchd) vs run-parts on 20 trivial hooks:
+# 30 interleaved pairs, wall and CPU; then the runner in process against
+# run-parts.
 bench-hooks: build
 	$(GO) run ./hooks/internal/hookbench -patchd $(BUILD)/patchd -hooks 20 -runs 30
 	$(GO) test -run '^$$' -bench 'RunPhase20|RunParts20' -benchtime 20x ./hooks
@@ -142,7 +162,7 @@ bench-scrape:
 BENCH_IDLE_SECONDS ?= 600
 bench-idle: build
 	$(LOADAVG)
-	packaging/systemtest/bench-idle.sh $(BUILD)/patchd $(BENCH_IDLE_SECONDS)
+	packaging/systemtest/bench-idle.sh $(BUILD)/patchd-daemon $(BENCH_IDLE_SECONDS)
 	$(LOADAVG)
 
 # CPU of 10,000 hooks created under the hooks watcher (issue #17: < 10 s).

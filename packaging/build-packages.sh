@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # build-packages.sh BUILD_DIR VERSION: the .deb and .rpm for amd64 and arm64
 # into BUILD_DIR/packages, from the binaries BUILD_DIR/patchd-{amd64,arm64}
+# (the CLI) and BUILD_DIR/patchd-daemon-{amd64,arm64} (the full binary)
 # (`make package` builds those first and runs this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,15 +68,18 @@ find "$doc" -type f ! -perm -u+x -exec chmod 0644 {} +
 # nfpm expands variables in a few fields only, not in contents' sources, so
 # the variables of nfpm.yaml are filled in here, one config per arch.
 for arch in amd64 arm64; do
-  if ! [ -x "$build/patchd-$arch" ]; then
-    echo "build-packages.sh: $build/patchd-$arch is missing; build it with make $build/patchd-$arch" >&2
-    exit 1
-  fi
+  for b in patchd patchd-daemon; do
+    if ! [ -x "$build/$b-$arch" ]; then
+      echo "build-packages.sh: $build/$b-$arch is missing; build it with make $build/$b-$arch" >&2
+      exit 1
+    fi
+    cp "$build/$b-$arch" "$tmp/$b-$arch"
+  done
   bin=$tmp/patchd-$arch
-  cp "$build/patchd-$arch" "$bin"
+  daemon=$tmp/patchd-daemon-$arch
   conf=$tmp/nfpm-$arch.yaml
   sed -e "s|\${GOARCH}|$arch|g" -e "s|\${PKGVER}|$version|g" \
-    -e "s|\${PATCHD_BIN}|$bin|g" -e "s|\${PATCHD_DOC}|$doc|g" \
+    -e "s|\${PATCHD_BIN}|$bin|g" -e "s|\${PATCHD_DAEMON_BIN}|$daemon|g" -e "s|\${PATCHD_DOC}|$doc|g" \
     -e "s|\${PATCHD_CHANGELOG}|$changelog|g" nfpm.yaml >"$conf"
   if grep -n '\${' "$conf" >&2; then
     echo "build-packages.sh: nfpm.yaml uses a variable this script does not fill in" >&2

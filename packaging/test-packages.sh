@@ -2,14 +2,16 @@
 # test-packages.sh [BUILD_DIR]: checks the packages `make package` built in
 # BUILD_DIR/packages (default build/packages):
 #   - contents, modes, owners, conffiles and scripts of both .debs (dpkg-deb)
-#     and both .rpms (rpm -qp), and the architecture of each binary;
+#     and both .rpms (rpm -qp), and the architecture of each binary (the CLI
+#     /usr/bin/patchd and the full /usr/libexec/patchd/patchd-daemon);
 #   - lintian on the .debs: no errors;
 #   - systemd-analyze verify on the unit;
 #   - the maintainer scripts' systemctl calls for every install, upgrade and
 #     removal path of dpkg and rpm, against a recording systemctl (as root);
 #   - a real dpkg install, upgrade (to a rebuilt next version with a changed
 #     config), remove, reinstall and purge of the amd64 .deb, and an rpm
-#     install and erase of the x86_64 .rpm, each in a throwaway root (as root).
+#     install and erase of the x86_64 .rpm, each in a throwaway root (as root);
+#     in the dpkg root, the CLI finds the full binary where the package put it.
 # It reports every failure and exits non-zero if there was one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +49,8 @@ rpm_arm64=$(one "$pkgs/patchd-*.aarch64.rpm")
 expected_entries() {
   cat <<'EOF'
 -rwxr-xr-x root/root /usr/bin/patchd
+drwxr-xr-x root/root /usr/libexec/patchd
+-rwxr-xr-x root/root /usr/libexec/patchd/patchd-daemon
 -rw-r--r-- root/root /usr/lib/systemd/system/patchd.service
 drwxr-xr-x root/root /etc/patchd
 -rw-r--r-- root/root /etc/patchd/patchd.yaml
@@ -99,7 +103,8 @@ check_entries() {
   [ "$failures" != "$before" ] || pass "$name: $(wc -l <"$listing") entries, modes and owners as expected"
 }
 
-# check_machine NAME FILE ARCH: the ELF machine of FILE is ARCH.
+# check_machine NAME FILE ARCH PATH: the ELF machine of FILE (PATH in the
+# package) is ARCH.
 check_machine() {
   local want got
   case "$3" in
@@ -108,9 +113,25 @@ check_machine() {
   esac
   got=$(od -An -tx1 -j18 -N2 "$2" | tr -s ' ' | sed 's/^ //')
   if [ "$got" = "$want" ]; then
-    pass "$1: /usr/bin/patchd is an $3 binary"
+    pass "$1: $4 is an $3 binary"
   else
-    fail "$1: /usr/bin/patchd has ELF machine '$got', want '$want' ($3)"
+    fail "$1: $4 has ELF machine '$got', want '$want' ($3)"
+  fi
+}
+
+# check_builds NAME CLI DAEMON: /usr/bin/patchd is the CLI build and
+# /usr/libexec/patchd/patchd-daemon the full one (Go records the build tags
+# in the binary; `go version -m` reads them for any architecture).
+check_builds() {
+  if go version -m "$2" | grep -q $'^\tbuild\t-tags=patchd_cli$'; then
+    pass "$1: /usr/bin/patchd is the CLI build (-tags patchd_cli)"
+  else
+    fail "$1: /usr/bin/patchd is not built with -tags patchd_cli"
+  fi
+  if go version -m "$3" | grep -q $'^\tbuild\t-tags='; then
+    fail "$1: /usr/libexec/patchd/patchd-daemon is built with build tags; it must be the full binary"
+  else
+    pass "$1: /usr/libexec/patchd/patchd-daemon is the full build"
   fi
 }
 
@@ -150,7 +171,9 @@ check_deb() {
   pass "$name: control scripts are packaging/scripts/*.sh"
 
   dpkg-deb -x "$deb" "$d/root"
-  check_machine "$name" "$d/root/usr/bin/patchd" "$arch"
+  check_machine "$name" "$d/root/usr/bin/patchd" "$arch" /usr/bin/patchd
+  check_machine "$name" "$d/root/usr/libexec/patchd/patchd-daemon" "$arch" /usr/libexec/patchd/patchd-daemon
+  check_builds "$name" "$d/root/usr/bin/patchd" "$d/root/usr/libexec/patchd/patchd-daemon"
   cmp -s "$d/root/usr/lib/systemd/system/patchd.service" systemd/patchd.service ||
     fail "$name: the unit differs from systemd/patchd.service"
   cmp -s "$d/root/etc/patchd/patchd.yaml" packaging/patchd.yaml ||
@@ -205,7 +228,10 @@ check_rpm() {
   cp "$rpm" "$d/p.rpm"
   (cd "$d" && rpm2archive p.rpm)
   tar -xzOf "$d/p.rpm.tgz" ./usr/bin/patchd >"$d/patchd"
-  check_machine "$name" "$d/patchd" "$arch"
+  tar -xzOf "$d/p.rpm.tgz" ./usr/libexec/patchd/patchd-daemon >"$d/patchd-daemon"
+  check_machine "$name" "$d/patchd" "$arch" /usr/bin/patchd
+  check_machine "$name" "$d/patchd-daemon" "$arch" /usr/libexec/patchd/patchd-daemon
+  check_builds "$name" "$d/patchd" "$d/patchd-daemon"
 }
 
 check_deb "$deb_amd64" amd64
@@ -218,7 +244,9 @@ check_rpm "$rpm_arm64" arm64
 # built binary; any message (also a "parse error, ignoring") is a failure.
 unit=$work/unit/patchd.service
 mkdir -p "$(dirname "$unit")"
-sed "s|/usr/bin/patchd|$(realpath "$build/patchd-amd64")|" systemd/patchd.service >"$unit"
+sed "s|/usr/libexec/patchd/patchd-daemon|$(realpath "$build/patchd-daemon-amd64")|" systemd/patchd.service >"$unit"
+grep -q "^ExecStart=$(realpath "$build/patchd-daemon-amd64") run\$" "$unit" ||
+  fail "systemd/patchd.service: ExecStart is not /usr/libexec/patchd/patchd-daemon run"
 if out=$(systemd-analyze verify "$unit" 2>&1) && [ -z "$out" ]; then
   pass "systemd-analyze verify systemd/patchd.service"
 else
@@ -336,8 +364,8 @@ dpkg_root() {
   st=$(dpkg-query --admindir="$admin" -W -f '${db:Status-Status}' patchd)
   [ "$st" = installed ] || fail "dpkg: patchd is '$st' after install, want installed"
   local f
-  for f in usr/bin/patchd usr/lib/systemd/system/patchd.service etc/patchd/patchd.yaml \
-    usr/share/doc/patchd/copyright; do
+  for f in usr/bin/patchd usr/libexec/patchd/patchd-daemon usr/lib/systemd/system/patchd.service \
+    etc/patchd/patchd.yaml usr/share/doc/patchd/copyright; do
     [ -f "$root/$f" ] || fail "dpkg install: /$f did not land"
   done
   for f in pre-patch pre-reboot post-patch; do
@@ -346,10 +374,12 @@ dpkg_root() {
   [ "$(stat -c %a "$root/var/lib/patchd")" = 700 ] || fail "dpkg install: /var/lib/patchd is not 0700"
   [ -L "$wants" ] || fail "dpkg install: the unit was not enabled inside the root"
   [ ! -e "$root/var/lib/patchd/.fresh-install" ] || fail "dpkg install: fresh-install marker left behind"
-  "$root/usr/bin/patchd" --config.file="$root/etc/patchd/patchd.yaml" --path.hooks="$root/etc/patchd/hooks.d" \
-    --path.state="$root/var/lib/patchd" check >"$work/check.out" 2>&1 ||
+  # In a chroot (the binaries are static), so that the CLI looks for the
+  # full binary where the package put it, not on this host: check is one of
+  # the commands it hands over.
+  chroot "$root" /usr/bin/patchd check >"$work/check.out" 2>&1 ||
     fail "dpkg install: patchd check on the installed tree failed: $(cat "$work/check.out")"
-  pass "dpkg install into a throwaway root: files, modes, unit enabled, patchd check passes"
+  pass "dpkg install into a throwaway root: files, modes, unit enabled, patchd check (through patchd-daemon) passes"
 
   # The operator's changes: a hook, an edited config, some state; and the
   # unit disabled, which an upgrade must respect.
@@ -381,6 +411,7 @@ dpkg_root() {
 
   dp --remove patchd || return
   [ ! -e "$root/usr/bin/patchd" ] || fail "dpkg remove: /usr/bin/patchd still there"
+  [ ! -e "$root/usr/libexec/patchd" ] || fail "dpkg remove: /usr/libexec/patchd still there"
   [ -f "$root/etc/patchd/patchd.yaml" ] || fail "dpkg remove: /etc/patchd/patchd.yaml was deleted (must stay until purge)"
   [ -f "$root/etc/patchd/hooks.d/pre-patch/10-drain" ] || fail "dpkg remove: the operator's hook was deleted"
   [ -f "$root/var/lib/patchd/cycle.json" ] || fail "dpkg remove: state was deleted (only purge may)"
@@ -421,7 +452,7 @@ rpm_root() {
   rpm --root="$root" --initdb
   r -i "$rpm_amd64" || return
   local f
-  for f in usr/bin/patchd usr/lib/systemd/system/patchd.service etc/patchd/patchd.yaml; do
+  for f in usr/bin/patchd usr/libexec/patchd/patchd-daemon usr/lib/systemd/system/patchd.service etc/patchd/patchd.yaml; do
     [ -f "$root/$f" ] || fail "rpm install: /$f did not land"
   done
   [ "$(stat -c %a "$root/var/lib/patchd")" = 700 ] || fail "rpm install: /var/lib/patchd is not 0700"
@@ -429,6 +460,7 @@ rpm_root() {
   echo '# edited by the operator' >>"$root/etc/patchd/patchd.yaml"
   r -e patchd || return
   [ ! -e "$root/usr/bin/patchd" ] || fail "rpm erase: /usr/bin/patchd still there"
+  [ ! -e "$root/usr/libexec/patchd" ] || fail "rpm erase: /usr/libexec/patchd still there"
   grep -q 'edited by the operator' "$root/etc/patchd/patchd.yaml.rpmsave" ||
     fail "rpm erase: the operator's config was not kept as patchd.yaml.rpmsave"
   pass "rpm install into a throwaway root lands files and modes; erase keeps the edited config"
@@ -451,7 +483,7 @@ echo "$out" | grep -v 'running with root privileges' | sed 's/^/  lintian: /' ||
 
 # --- sizes (quoted in the README) ------------------------------------------
 echo "sizes:"
-for f in "$build/patchd-amd64" "$build/patchd-arm64" "$deb_amd64" "$deb_arm64" "$rpm_amd64" "$rpm_arm64"; do
+for f in "$build"/patchd-{amd64,arm64} "$build"/patchd-daemon-{amd64,arm64} "$deb_amd64" "$deb_arm64" "$rpm_amd64" "$rpm_arm64"; do
   awk -v n="$(stat -c %s "$f")" -v f="$(basename "$f")" 'BEGIN { printf "  %6.2f MiB  %10d bytes  %s\n", n / 1048576, n, f }'
 done
 

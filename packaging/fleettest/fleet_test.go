@@ -5,8 +5,9 @@
 // whether one host's failure among a hundred is seen as that host, and
 // what patchd costs a fleet (docs/fleet-prometheus.md, BENCHMARKS.md).
 //
-// `make test-fleet` runs it (PATCHD_FLEET=1, PATCHD_FLEET_BIN=build/patchd);
-// plain `go test ./...` skips it.
+// `make test-fleet` runs it (PATCHD_FLEET=1, PATCHD_FLEET_BIN=
+// build/patchd-daemon, the full binary the unit starts); plain
+// `go test ./...` skips it.
 package fleettest
 
 import (
@@ -33,7 +34,7 @@ import (
 
 const (
 	fleetEnv  = "PATCHD_FLEET"        // set: run the fleet test
-	binEnv    = "PATCHD_FLEET_BIN"    // the release binary (make build); built here when unset
+	binEnv    = "PATCHD_FLEET_BIN"    // the release daemon (make build); built here when unset
 	reportEnv = "PATCHD_FLEET_REPORT" // also write the measured figures to this file
 )
 

@@ -108,8 +108,9 @@ func TestInstallDeb(t *testing.T) {
 }
 
 // repackNewer builds a newer version of the package under test: the same
-// files and scripts, a version that sorts after it, and a patchd binary that
-// reports that version, as the next release would.
+// files and scripts, a version that sorts after it, and patchd binaries (the
+// CLI and the full one) that report that version, as the next release
+// would.
 func repackNewer(t *testing.T) (deb, version string) {
 	t.Helper()
 	tmp := t.TempDir()
@@ -135,13 +136,18 @@ func repackNewer(t *testing.T) (deb, version string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath",
-		"-ldflags", "-s -w -X github.com/prometheus/common/version.Version="+version,
-		"-o", filepath.Join(tree, "usr/bin/patchd"), "./cmd/patchd")
-	build.Dir = suite.repo
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the newer patchd: %v\n%s", err, out)
+	for _, b := range []struct{ path, tags string }{
+		{"usr/bin/patchd", "patchd_cli"},
+		{"usr/libexec/patchd/patchd-daemon", ""},
+	} {
+		build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags="+b.tags,
+			"-ldflags", "-s -w -X github.com/prometheus/common/version.Version="+version,
+			"-o", filepath.Join(tree, b.path), "./cmd/patchd")
+		build.Dir = suite.repo
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("building the newer %s: %v\n%s", b.path, err, out)
+		}
 	}
 	deb = filepath.Join(tmp, "patchd_"+version+"_newer.deb")
 	if out, err := exec.Command("dpkg-deb", "--root-owner-group", "-b", tree, deb).CombinedOutput(); err != nil {
@@ -175,8 +181,10 @@ func TestUpgradeRemovePurge(t *testing.T) {
 
 	out := installDeb(t, c, newer)
 	waitActive(t, c, "patchd.service")
-	if v := c.run("patchd", "version"); !strings.Contains(v, newVersion) {
-		t.Errorf("patchd version after the upgrade = %q, want %s\ndpkg:\n%s", v, newVersion, out)
+	for _, bin := range []string{"patchd", "/usr/libexec/patchd/patchd-daemon"} {
+		if v := c.run(bin, "version"); !strings.Contains(v, newVersion) {
+			t.Errorf("%s version after the upgrade = %q, want %s\ndpkg:\n%s", bin, v, newVersion, out)
+		}
 	}
 	if pid := c.prop("patchd.service", "MainPID"); pid == pidBefore {
 		t.Errorf("patchd MainPID %s unchanged: the upgrade did not restart the running service onto the new binary", pid)

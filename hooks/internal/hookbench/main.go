@@ -19,7 +19,7 @@ import (
 )
 
 func main() {
-	patchd := flag.String("patchd", "build/patchd", "patchd binary to measure")
+	patchd := flag.String("patchd", "build/patchd", "patchd binary to measure: the CLI build (make build), which runs hooks in process")
 	runParts := flag.String("run-parts", "run-parts", "run-parts binary (debianutils)")
 	hooks := flag.Int("hooks", 20, "number of trivial hooks")
 	runs := flag.Int("runs", 30, "pairs of runs (at least 30 for the figure BENCHMARKS.md quotes)")
