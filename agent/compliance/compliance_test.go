@@ -91,9 +91,9 @@ func TestBuild(t *testing.T) {
 	}
 }
 
-// harness runs a Reporter against a local SSM endpoint with the SDK's
-// default chain (credentials and region from the environment here; from a
-// real IMDS in TestIMDSMockEndToEnd).
+// harness runs a Reporter against a local SSM endpoint with Connect's
+// chain (credentials and region from the environment here; from a real
+// IMDS in TestIMDSMockEndToEnd).
 type harness struct {
 	t      *testing.T
 	srv    *ssmtest.Server
@@ -136,7 +136,8 @@ func envCredentials(t *testing.T, endpoint string) {
 	noSharedFiles(t)
 }
 
-// noSharedFiles keeps the machine's ~/.aws out of the test.
+// noSharedFiles keeps the machine's ~/.aws out of the test, should the
+// chain ever read shared files again (it does not: see Connect).
 func noSharedFiles(t *testing.T) {
 	empty := filepath.Join(t.TempDir(), "none")
 	t.Setenv("AWS_CONFIG_FILE", empty)

@@ -3,16 +3,12 @@ package compliance
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/aws/smithy-go"
@@ -28,7 +24,7 @@ type Sender interface {
 // SSMSender sends with the SDK's SSM client.
 type SSMSender struct {
 	client *ssm.Client
-	// Region and Source say where the client points, for the log.
+	// Region says where the client points, for the log.
 	Region string
 }
 
@@ -38,55 +34,44 @@ type ConnectOptions struct {
 	// else the SDK's default): the instance role's credentials and the
 	// region come from there, as for amazon-ssm-agent.
 	IMDSEndpoint string
-	// Endpoint is ssm.endpoint (empty: $AWS_ENDPOINT_URL_SSM, else the
-	// region's endpoint).
+	// Endpoint is ssm.endpoint (empty: $AWS_ENDPOINT_URL_SSM, else
+	// $AWS_ENDPOINT_URL, else the region's endpoint).
 	Endpoint string
 	// Timeout bounds finding credentials and region.
 	Timeout time.Duration
 }
 
-// Connect builds the client with the SDK's default chain (environment,
-// shared files, the instance role through IMDS) and checks that credentials
-// and a region are found; retries stay with the outbox, not the SDK, so a
-// throttled call never multiplies.
+// Connect builds the client from the chain an EC2 instance needs (see
+// chain.go: credentials from the environment, else the instance role
+// through IMDS; the region from the environment, else IMDS) and checks that
+// credentials and a region are found. Shared config and credentials files
+// (~/.aws) are not read: patchd runs as a root service on EC2 and signs as
+// the instance role, like amazon-ssm-agent, and the SDK's config module,
+// which reads them, costs every start ~3 MiB RSS whether or not ssm.report
+// is on. Retries stay with the outbox, not the SDK, so a throttled call
+// never multiplies.
 func Connect(ctx context.Context, o ConnectOptions) (*SSMSender, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	imdsEndpoint := o.IMDSEndpoint
-	if imdsEndpoint == "" {
-		imdsEndpoint = os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT")
-	}
-	opts := []func(*config.LoadOptions) error{
-		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
-		// The region from IMDS when neither AWS_REGION nor a profile sets
-		// it; the IMDS client the SDK builds for that alone does not read
-		// the endpoint variable, so it is handed one that does.
-		config.WithEC2IMDSRegion(func(u *config.UseEC2IMDSRegion) {
-			u.Client = imds.New(imds.Options{Endpoint: imdsEndpoint})
-		}),
-	}
-	if o.IMDSEndpoint != "" {
-		opts = append(opts, config.WithEC2IMDSEndpoint(o.IMDSEndpoint))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	c := newChain(o.IMDSEndpoint)
+	region, err := c.region(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("AWS configuration: %w", err)
+		return nil, err
 	}
-	if cfg.Region == "" {
-		return nil, errors.New("no AWS region: not on EC2 (IMDS has none) and AWS_REGION is not set")
+	creds, err := c.credentials(ctx)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
-		return nil, fmt.Errorf("no AWS credentials (instance role through IMDS, environment or shared files): %w", err)
-	}
-	client := ssm.NewFromConfig(cfg, func(so *ssm.Options) {
-		if o.Endpoint != "" {
-			so.BaseEndpoint = aws.String(o.Endpoint)
-		}
+	client := ssm.New(ssm.Options{
+		Region:       region,
+		Credentials:  creds,
+		BaseEndpoint: ssmEndpoint(o.Endpoint),
+		Retryer:      aws.NopRetryer{},
 	})
-	return &SSMSender{client: client, Region: cfg.Region}, nil
+	return &SSMSender{client: client, Region: region}, nil
 }
 
 // Put sends r as the complete set of the instance's Custom:patchd items.

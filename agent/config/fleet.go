@@ -22,8 +22,8 @@ type SSM struct {
 	// Report is auto (on when an instance id and credentials are found),
 	// on or off.
 	Report string `yaml:"report"`
-	// Endpoint overrides the SSM endpoint (a VPC endpoint); empty: the
-	// SDK's ($AWS_ENDPOINT_URL_SSM, else the region's).
+	// Endpoint overrides the SSM endpoint (a VPC endpoint); empty:
+	// $AWS_ENDPOINT_URL_SSM, else $AWS_ENDPOINT_URL, else the region's.
 	Endpoint string `yaml:"endpoint"`
 	// Severity of each phase's hook items (pre-patch, pre-reboot,
 	// post-patch) and of the cycle's own items.
@@ -50,7 +50,7 @@ func fleetFlags(str func(string, string, func(*Config) *string), boolean func(st
 	boolean("inventory.enabled", "Write the ledger as custom inventory for amazon-ssm-agent's inventory association.", func(c *Config) *bool { return &c.Inventory.Enabled })
 	str("inventory.directory", "Custom inventory folder (empty: <path.agent-data>/<instance id>/inventory/custom).", func(c *Config) *string { return &c.Inventory.Directory })
 	str("ssm.report", "Send hook and cycle results as SSM compliance: auto (when an instance id and credentials are found), on, off.", func(c *Config) *string { return &c.SSM.Report })
-	str("ssm.endpoint", "SSM endpoint URL, e.g. a VPC endpoint (empty: $AWS_ENDPOINT_URL_SSM, else the region's).", func(c *Config) *string { return &c.SSM.Endpoint })
+	str("ssm.endpoint", "SSM endpoint URL, e.g. a VPC endpoint (empty: $AWS_ENDPOINT_URL_SSM, else $AWS_ENDPOINT_URL, else the region's).", func(c *Config) *string { return &c.SSM.Endpoint })
 	str("ssm.severity-pre-patch", "Compliance severity of pre-patch hook items.", func(c *Config) *string { return &c.SSM.SeverityPrePatch })
 	str("ssm.severity-pre-reboot", "Compliance severity of pre-reboot hook items.", func(c *Config) *string { return &c.SSM.SeverityPreReboot })
 	str("ssm.severity-post-patch", "Compliance severity of post-patch hook items.", func(c *Config) *string { return &c.SSM.SeverityPostPatch })
