@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -338,5 +339,56 @@ func TestSlots(t *testing.T) {
 	}
 	if kindSlot("nope") != -1 || levelIndex("-") != len(levels) {
 		t.Error("unknown kind or level has a slot")
+	}
+}
+
+// TestScanEveryOffset: the scan, which starts after a process tag and looks
+// at every fifth position, finds what a substring search for each marker
+// finds in agent-like lines with a marker put at every offset: inside and
+// right after the tags, across them, at the end, and next to another
+// marker.
+func TestScanEveryOffset(t *testing.T) {
+	bases := []string{
+		"[ssm-agent-worker] [MessageService] [MGSInteractor] [1234] listening reply.",
+		"[amazon-ssm-agent] [CredentialRefresher] Sleeping for 28m47s before",
+		"[ssm-agent-worker]",
+		"[amazon-ssm-agent]x",
+		"plain text without a tag, of some length to put markers into",
+		"",
+	}
+	n := 0
+	for _, base := range bases {
+		for id, p := range markers.pats {
+			q := markers.pats[(id*7+3)%len(markers.pats)] // another marker, to sit beside p
+			for off := 0; off <= len(base); off++ {
+				for _, l := range []string{
+					base[:off] + p + base[off:],                        // inserted
+					base[:off] + p,                                     // at the end
+					base[:off] + p + q + base[off:],                    // two in a row
+					base[:off] + p[:len(p)-1] + p + base[off:],         // a near miss first
+					base[:off] + p + base[min(off+len(p), len(base)):], // over the base's bytes
+				} {
+					if err := checkScan(l); err != nil {
+						t.Fatal(err)
+					}
+					n++
+				}
+			}
+		}
+	}
+	t.Logf("%d lines", n)
+}
+
+// TestScanSkipsTags: both process tags are skipped (a marker that began
+// inside one would stop that, silently, and cost a fifth of the scan), and
+// skippable refuses a tag a marker can begin in.
+func TestScanSkipsTags(t *testing.T) {
+	if got := table().tags; !slices.Equal(got, processTags) {
+		t.Errorf("the scan skips %q, want %q", got, processTags)
+	}
+	for _, tag := range []string{"[ssm-session-worker]", "[ssm-document-worker]", "[x] is", "[Bye.]"} {
+		if skippable(tag, markers.pats) {
+			t.Errorf("%q is skippable, but a marker can begin in it", tag)
+		}
 	}
 }

@@ -35,6 +35,30 @@ type sieves struct {
 	// alone are the markers too short for the stride, searched for one by
 	// one.
 	alone []int
+	// tags are the prefixes the scan may start after (skip).
+	tags []string
+}
+
+// processTags are the tags the agent's processes put first in their
+// lines' messages (the document and session workers' are markers).
+var processTags = []string{"[ssm-agent-worker]", "[amazon-ssm-agent]"}
+
+// skippable reports whether no marker can begin inside tag in a message
+// that begins with tag: none is in it, and none begins with a part of it
+// that ends it (the space after a tag is left to the scan, as " is
+// running" begins with one).
+func skippable(tag string, pats []string) bool {
+	for _, p := range pats {
+		if strings.Contains(tag, p) {
+			return false
+		}
+		for s := 0; s < len(tag); s++ {
+			if strings.HasPrefix(p, tag[s:]) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // sieve is a bit set of hashes and the entries of each.
@@ -125,6 +149,11 @@ func buildSieves(pats []string) *sieves {
 	}
 	t.wide.fill(wide)
 	t.narrow.fill(narrow)
+	for _, tag := range processTags {
+		if skippable(tag, pats) {
+			t.tags = append(t.tags, tag)
+		}
+	}
 	return t
 }
 
@@ -170,16 +199,20 @@ func scan(m string, at *positions) found { return scanWith(table(), m, at) }
 // that a line does not pay for table's check that they are built.
 func scanWith(t *sieves, m string, at *positions) found {
 	var f found
-	i := 0
-	for ; i+8 <= len(m); i += stride {
-		x := le64(m[i : i+8])
-		h8, h4 := hash8(x), hash4(uint32(x))
-		// Both bits at once: one branch, rarely taken, instead of two.
-		if (t.wide.bits[h8>>6]>>(h8&63)|t.narrow.bits[h4>>6]>>(h4&63))&1 == 0 {
-			continue
+	i := t.skip(m)
+	start := i
+	for {
+		// The sieves reject almost every position: pass finds the next
+		// one that they let through, in a loop of its own that keeps
+		// nothing else live, so that its few values stay in registers.
+		i = t.pass(m, i)
+		if i+8 > len(m) {
+			break
 		}
-		f.check(m, i, x, t.wide.lookup(h8), at)
-		f.check(m, i, uint64(uint32(x)), t.narrow.lookup(h4), at)
+		x := le64(m[i : i+8])
+		f.check(m, i, x, t.wide.lookup(hash8(x)), at)
+		f.check(m, i, uint64(uint32(x)), t.narrow.lookup(hash4(uint32(x))), at)
+		i += stride
 	}
 	// Fewer than eight bytes left: only a marker entered under four of
 	// them can still have its block here.
@@ -190,11 +223,57 @@ func scanWith(t *sieves, m string, at *positions) found {
 		}
 	}
 	for _, id := range t.alone {
-		if i := index(m, markers.pats[id]); i >= 0 {
-			f.add(id, i, at)
+		if i := index(m[start:], markers.pats[id]); i >= 0 {
+			f.add(id, start+i, at)
 		}
 	}
 	return f
+}
+
+// pass returns the first of i, i+stride, ... whose next eight bytes have
+// their bit set in either sieve, or the first with fewer than eight bytes
+// left. Two positions a round: one branch for both, and the loop's own
+// upkeep halved, which is a third of its instructions.
+func (t *sieves) pass(m string, i int) int {
+	for ; i+8+stride <= len(m); i += 2 * stride {
+		x, y := le64(m[i:i+8]), le64(m[i+stride:i+stride+8])
+		if t.bit(x)|t.bit(y) != 0 {
+			if t.bit(x) != 0 {
+				return i
+			}
+			return i + stride
+		}
+	}
+	if i+8 <= len(m) && t.bit(le64(m[i:i+8])) == 0 {
+		i += stride
+	}
+	return i
+}
+
+// bit is 1 when the eight bytes x have their bit set in the wide sieve or
+// their first four in the narrow one: both at once, one branch, rarely
+// taken, instead of two.
+func (t *sieves) bit(x uint64) uint64 {
+	h8, h4 := hash8(x), hash4(uint32(x))
+	return (t.wide.bits[h8>>6]>>(h8&63) | t.narrow.bits[h4>>6]>>(h4&63)) & 1
+}
+
+// skip is where the scan of m starts: after a process tag of the agent's
+// ("[ssm-agent-worker]", "[amazon-ssm-agent]") that begins m, as it
+// begins almost every line of the agent's log, or 0. buildSieves keeps
+// only the tags in which no marker can begin, so starting after one finds
+// the same markers at the same places; it saves a fifth of the positions
+// of a typical line.
+func (t *sieves) skip(m string) int {
+	if len(m) == 0 || m[0] != '[' {
+		return 0
+	}
+	for _, p := range t.tags {
+		if len(m) >= len(p) && m[:len(p)] == p {
+			return len(p)
+		}
+	}
+	return 0
 }
 
 // check adds the markers of entries that m has with their block, x, at i.
