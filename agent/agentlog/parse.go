@@ -334,6 +334,14 @@ func stripSource(m []byte) (msg, src []byte) {
 	if len(m) < 5 || m[0] != '[' {
 		return m, nil
 	}
+	// The agent's own log begins nearly every message with its process
+	// tag, which is no source: three word comparisons instead of a walk
+	// over the tag.
+	for i := range processTagWords {
+		if processTagWords[i].begins(view(m)) {
+			return m, nil
+		}
+	}
 	// The first tag is short: its end and its " @ " in one pass over it,
 	// instead of two searches from the start of the line.
 	end, at := -1, false
