@@ -35,8 +35,10 @@ type sieves struct {
 	// alone are the markers too short for the stride, searched for one by
 	// one.
 	alone []int
-	// tags are the prefixes the scan may start after (skip).
-	tags []tagWords
+	// tags are the prefixes the scan may start after (skip), and skips
+	// says which of processTags they are.
+	tags  []tagWords
+	skips [len(processTagWords)]bool
 }
 
 // processTags are the tags the agent's processes put first in their
@@ -153,9 +155,10 @@ func buildSieves(pats []string) *sieves {
 	}
 	t.wide.fill(wide)
 	t.narrow.fill(narrow)
-	for _, tag := range processTags {
+	for i, tag := range processTags {
 		if skippable(tag, pats) {
 			t.tags = append(t.tags, tagWordsOf(tag))
+			t.skips[i] = true
 		}
 	}
 	return t
@@ -202,9 +205,14 @@ func scan(m string, at *positions) found { return scanWith(table(), m, at) }
 // scanWith is scan with the sieves in hand: the Classifier keeps them, so
 // that a line does not pay for table's check that they are built.
 func scanWith(t *sieves, m string, at *positions) found {
+	return scanFrom(t, m, t.skip(m), at)
+}
+
+// scanFrom is scanWith from m[start:], where no marker can begin before
+// start (after a skippable tag).
+func scanFrom(t *sieves, m string, start int, at *positions) found {
 	var f found
-	i := t.skip(m)
-	start := i
+	i := start
 	for {
 		// The sieves reject almost every position: pass finds the next
 		// one that they let through, in a loop of its own that keeps
@@ -269,12 +277,21 @@ func (t *sieves) bit(x uint64) uint64 {
 // the same markers at the same places; it saves a fifth of the positions
 // of a typical line.
 func (t *sieves) skip(m string) int {
-	for _, w := range t.tags {
-		if w.begins(m) {
-			return len(w.tag)
+	for i := range t.tags {
+		if t.tags[i].begins(m) {
+			return len(t.tags[i].tag)
 		}
 	}
 	return 0
+}
+
+// skipTag is skip for a message the parser found tag at the start of (a
+// Line's tag).
+func (t *sieves) skipTag(tag uint8) int {
+	if tag == 0 || !t.skips[tag-1] {
+		return 0
+	}
+	return len(processTags[tag-1])
 }
 
 // tagWords is a process tag and its bytes as three words, which test for

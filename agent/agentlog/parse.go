@@ -23,6 +23,9 @@ type Line struct {
 	// Program is the syslog tag's program name when the line came through
 	// journald or syslog ("amazon-ssm-agent", "systemd"), else empty.
 	Program []byte
+	// tag is 1 + the index in processTags of the tag Msg begins with, 0
+	// for none: the parser has tested for it already, the scan need not.
+	tag uint8
 }
 
 // Foreign reports whether a syslog-prefixed line was written by a program
@@ -69,7 +72,7 @@ func (l *Line) parse(b []byte, tc *stampCache, gp *grepPath) {
 		rest := b[n:]
 		if lv, m, ok := parseLevel(rest); ok {
 			l.Time, l.Level = t, lv
-			l.Msg, l.Source = stripSource(rest[m:])
+			l.Msg, l.Source, l.tag = stripSource(rest[m:])
 			return
 		}
 	}
@@ -82,7 +85,7 @@ func (l *Line) parse(b []byte, tc *stampCache, gp *grepPath) {
 	}
 	if lv, m, ok := parseLevel(lb); ok && m < len(lb) {
 		l.Level = lv
-		l.Msg, l.Source = stripSource(lb[m:])
+		l.Msg, l.Source, l.tag = stripSource(lb[m:])
 		return
 	}
 	l.Msg = b
@@ -329,17 +332,18 @@ func parseLevel(b []byte) (string, int, bool) {
 }
 
 // stripSource removes errors.log's "[FuncShort @ file.go.N] " from the
-// front of a message (defaultconfig.go's fmterror format).
-func stripSource(m []byte) (msg, src []byte) {
+// front of a message (defaultconfig.go's fmterror format). tag is 1 + the
+// index of the process tag m begins with instead, 0 for none.
+func stripSource(m []byte) (msg, src []byte, tag uint8) {
 	if len(m) < 5 || m[0] != '[' {
-		return m, nil
+		return m, nil, 0
 	}
 	// The agent's own log begins nearly every message with its process
 	// tag, which is no source: three word comparisons instead of a walk
 	// over the tag.
 	for i := range processTagWords {
 		if processTagWords[i].begins(view(m)) {
-			return m, nil
+			return m, nil, uint8(i + 1)
 		}
 	}
 	// The first tag is short: its end and its " @ " in one pass over it,
@@ -356,14 +360,14 @@ func stripSource(m []byte) (msg, src []byte) {
 		}
 	}
 	if end < 0 || !at {
-		return m, nil
+		return m, nil, 0
 	}
 	inner := m[1:end]
 	rest := m[end+1:]
 	if len(rest) > 0 && rest[0] == ' ' {
 		rest = rest[1:]
 	}
-	return rest, inner
+	return rest, inner, 0
 }
 
 var months = []string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
