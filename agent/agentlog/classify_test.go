@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -417,6 +418,24 @@ func TestParseDuration(t *testing.T) {
 		want, wantErr := time.ParseDuration(in)
 		if got != want || (gotErr == nil) != (wantErr == nil) {
 			t.Errorf("parseDuration(%q) = %v, %v; time.ParseDuration: %v, %v", in, got, gotErr, want, wantErr)
+		}
+	}
+}
+
+// TestStampFraction: a fraction of any length is its first nine digits
+// in nanoseconds, the rest ignored.
+func TestStampFraction(t *testing.T) {
+	digits := "123456789012"
+	for k := 1; k <= len(digits); k++ {
+		frac := digits[:k]
+		want, _ := strconv.Atoi((frac + "000000000")[:9])
+		for _, tc := range []*stampCache{nil, {}} {
+			for range 2 { // the second time from the cache
+				got, n, ok := parseStamp([]byte("2024-10-21 10:00:07."+frac+" INFO x"), tc)
+				if !ok || n != 21+k || got.Nanosecond() != want || got.Second() != 7 {
+					t.Errorf("fraction %q: %v, %d, %v; want ns %d", frac, got, n, ok, want)
+				}
+			}
 		}
 	}
 }
