@@ -35,6 +35,10 @@ type sieves struct {
 	// alone are the markers too short for the stride, searched for one by
 	// one.
 	alone []int
+	// hit has a byte per hash: bit 0 set when wide has the hash, bit 1
+	// when narrow has it. The scan tests positions in it: a byte load
+	// each, where a bit set costs a shift by a variable count too.
+	hit [1 << 16]uint8
 	// tags are the prefixes the scan may start after (skip), and skips
 	// says which of processTags they are.
 	tags  []tagWords
@@ -155,6 +159,12 @@ func buildSieves(pats []string) *sieves {
 	}
 	t.wide.fill(wide)
 	t.narrow.fill(narrow)
+	for h := range wide {
+		t.hit[h] |= 1
+	}
+	for h := range narrow {
+		t.hit[h] |= 2
+	}
 	for i, tag := range processTags {
 		if skippable(tag, pats) {
 			t.tags = append(t.tags, tagWordsOf(tag))
@@ -262,12 +272,15 @@ func (t *sieves) pass(m string, i int) int {
 	return i
 }
 
-// bit is 1 when the eight bytes x have their bit set in the wide sieve or
-// their first four in the narrow one: both at once, one branch, rarely
-// taken, instead of two.
-func (t *sieves) bit(x uint64) uint64 {
-	h8, h4 := hash8(x), hash4(uint32(x))
-	return (t.wide.bits[h8>>6]>>(h8&63) | t.narrow.bits[h4>>6]>>(h4&63)) & 1
+// bit is not 0 when the eight bytes x have their hash in the wide sieve
+// or their first four in the narrow one: both at once, one branch, rarely
+// taken, instead of two. It reads hit, 64 KiB, where the sieves' bit sets
+// are 8 KiB each: most of it is in L2 rather than L1, but its loads are
+// independent from one position to the next and overlap, and a byte load
+// is half the instructions of a bit test (BenchmarkScan: about a tenth
+// faster).
+func (t *sieves) bit(x uint64) uint8 {
+	return t.hit[hash8(x)]&1 | t.hit[hash4(uint32(x))]&2
 }
 
 // skip is where the scan of m starts: after a process tag of the agent's
