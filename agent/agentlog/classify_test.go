@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -437,5 +438,47 @@ func TestStampFraction(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestParseLevel: every level is read, with a space, a tab or nothing
+// after it, and nothing near one is.
+func TestParseLevel(t *testing.T) {
+	for _, lv := range levels {
+		for _, after := range []string{" x", "\tx", ""} {
+			if got, n, ok := parseLevel([]byte(lv + after)); !ok || got != lv || n != len(lv)+min(len(after), 1) {
+				t.Errorf("parseLevel(%q) = %q, %d, %v", lv+after, got, n, ok)
+			}
+		}
+		for _, bad := range []string{lv[:len(lv)-1], lv[:len(lv)-1] + " x", lv + "x", strings.ToLower(lv) + " x"} {
+			if got, _, ok := parseLevel([]byte(bad)); ok {
+				t.Errorf("parseLevel(%q) = %q", bad, got)
+			}
+		}
+	}
+}
+
+// TestFeedSetsEveryField: Feed sets an entry's fields one by one, so a
+// field added to Entry or Event must be added there too; and an entry with
+// every fact leaves none of them to the next.
+func TestFeedSetsEveryField(t *testing.T) {
+	if n, m := reflect.TypeFor[Entry]().NumField(), reflect.TypeFor[Event]().NumField(); n != 6 || m != 10 {
+		t.Fatalf("Entry has %d fields, Event %d: set the new ones in Classifier.Feed, then update this test", n, m)
+	}
+	var got []Entry
+	c := Classifier{File: "f", Emit: func(e Entry) { got = append(got, e.Clone()) }}
+	c.Feed([]byte("2024-10-21 10:00:01 INFO [amazon-ssm-agent] Sleeping for 5m0s before retrying retrieve credentials"), 0, 10)
+	c.Feed([]byte("2024-10-21 10:00:02 INFO [ssm-document-worker] [d-1] command: aws.ssm.c-1.i-1 amazon-ssm-agent - v3.3.1.0"), 10, 20)
+	c.Feed([]byte("2024-10-21 10:00:03 WARN plain"), 20, 30)
+	c.Flush()
+	want := Entry{
+		Event:     Event{Time: time.Date(2024, 10, 21, 10, 0, 3, 0, time.Local), File: "f", Level: "WARN", Kind: Other, Message: "plain"},
+		FirstLine: 3, Lines: 1, Start: 20, End: 30,
+	}
+	if len(got) != 3 || got[0].Backoff == 0 || got[1].CommandID == "" || got[1].DocumentID == "" || got[1].AgentVersion == "" {
+		t.Fatalf("the first entries lack their facts: %+v", got)
+	}
+	if !reflect.DeepEqual(got[2], want) {
+		t.Errorf("third entry\n%+v\nwant\n%+v", got[2], want)
 	}
 }

@@ -305,28 +305,40 @@ func parseLevel(b []byte) (string, int, bool) {
 	if len(b) < 4 {
 		return "", 0, false
 	}
-	// The levels' first letters differ: one comparison, not one per level.
+	// The levels' first letters differ: one comparison picks the level,
+	// and one with a constant, which compiles to a load or two instead of
+	// a call, checks it.
 	var lv string
 	switch b[0] {
 	case 'T':
-		lv = levels[0]
+		if len(b) >= 5 && string(b[:5]) == "TRACE" {
+			lv = "TRACE"
+		}
 	case 'D':
-		lv = levels[1]
+		if len(b) >= 5 && string(b[:5]) == "DEBUG" {
+			lv = "DEBUG"
+		}
 	case 'I':
-		lv = levels[2]
+		if string(b[:4]) == "INFO" {
+			lv = "INFO"
+		}
 	case 'W':
-		lv = levels[3]
+		if string(b[:4]) == "WARN" {
+			lv = "WARN"
+		}
 	case 'E':
-		lv = levels[4]
+		if len(b) >= 5 && string(b[:5]) == "ERROR" {
+			lv = "ERROR"
+		}
 	case 'C':
-		lv = levels[5]
-	default:
+		if len(b) >= 8 && string(b[:8]) == "CRITICAL" {
+			lv = "CRITICAL"
+		}
+	}
+	if lv == "" {
 		return "", 0, false
 	}
 	n := len(lv)
-	if len(b) < n || string(b[:n]) != lv {
-		return "", 0, false
-	}
 	if n == len(b) {
 		return lv, n, true
 	}
