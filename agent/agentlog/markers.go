@@ -13,10 +13,10 @@ import (
 // starts, one of those offsets lands on a position the scan visits. A
 // visited position is looked up by the hash of its next eight bytes, and by
 // that of its next four for the markers with fewer than eight bytes left
-// from an offset. Bit sets of the entered hashes reject almost every
-// position with two lookups that stay in the L1 cache. Eight bytes, not
-// four, so that blocks like "[ssm" or "ing " (in every line of the agent's
-// log, and in markers) do not pass. A position that passes finds its
+// from an offset. A table of the entered hashes (hit) rejects almost every
+// position with two byte loads. Eight bytes, not four, so that blocks like
+// "[ssm" or "ing " (in every line of the agent's log, and in markers) do
+// not pass. A position that passes finds its
 // entries by the rank of its bit and checks each as a word before the whole
 // marker. The cost is well under a nanosecond per byte whatever the number
 // of markers, instead of one substring search per marker.
@@ -225,8 +225,7 @@ func scanFrom(t *sieves, m string, start int, at *positions) found {
 	i := start
 	for {
 		// The sieves reject almost every position: pass finds the next
-		// one that they let through, in a loop of its own that keeps
-		// nothing else live, so that its few values stay in registers.
+		// one that they let through.
 		i = t.pass(m, i)
 		if i+8 > len(m) {
 			break
