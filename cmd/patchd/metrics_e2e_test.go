@@ -300,6 +300,15 @@ func TestMetricsEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("daemon GOGC", func(t *testing.T) {
+		if os.Getenv("GOGC") != "" {
+			t.Skip("GOGC is set in the environment, and wins")
+		}
+		if want := fmt.Sprintf("\ngo_gc_gogc_percent %d\n", daemonGCPercent); !strings.Contains(body, want) {
+			t.Errorf("/metrics has no %q: the daemon's GC percent is not set", strings.TrimSpace(want))
+		}
+	})
+
 	mfs := parseExposition(t, body)
 	t.Run("catalogue", func(t *testing.T) {
 		got := catalogue(mfs)
