@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -34,10 +33,7 @@ func runAgentStatus(flags *config.Flags, output string, stdout, stderr io.Writer
 		return exitFailure
 	}
 	if output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(st)
-		return exitOK
+		return writeJSON(stdout, st)
 	}
 	printAgentStatus(stdout, st)
 	return exitOK

@@ -171,10 +171,7 @@ func runStatus(flags *config.Flags, output string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "patchd daemon not reachable at %s; showing the state file %s\n", cfg.Control.Socket, st.FromFile)
 	}
 	if output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(st)
-		return exitOK
+		return writeJSON(stdout, st)
 	}
 	printStatus(stdout, st)
 	return exitOK
@@ -330,4 +327,12 @@ func watchedFolders(agentData string) []string {
 		out = append(out, filepath.Dir(filepath.Dir(p)))
 	}
 	return out
+}
+
+// writeJSON prints v as indented JSON, the -o json of status commands.
+func writeJSON(w io.Writer, v any) int {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+	return exitOK
 }
