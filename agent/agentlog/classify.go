@@ -418,48 +418,10 @@ func extract(ev *Event, m string, f found, at *positions) {
 	}
 	ev.DocumentID = documentID(m, f, at)
 	if f.any(mSleeping) && f.any(mRetryCreds) {
-		if d, err := parseDuration(token(after(m, at, mSleeping), ' ')); err == nil && d > 0 {
+		if d, err := time.ParseDuration(token(after(m, at, mSleeping), ' ')); err == nil && d > 0 {
 			ev.Backoff = d
 		}
 	}
-}
-
-// parseDuration is time.ParseDuration, read here without it for the form
-// the agent writes ("28m47s", "5m0s": whole hours, minutes and seconds),
-// which ParseDuration reads through a map of units; anything else is left
-// to it. Up to three parts of up to six digits cannot overflow.
-func parseDuration(s string) (time.Duration, error) {
-	var d time.Duration
-	i := 0
-	for part := 0; part < 3 && i < len(s); part++ {
-		n, v := 0, time.Duration(0)
-		for ; i < len(s) && n < 6 && isDigit(s[i]); i, n = i+1, n+1 {
-			v = v*10 + time.Duration(s[i]-'0')
-		}
-		if n == 0 || i == len(s) {
-			return time.ParseDuration(s)
-		}
-		var unit time.Duration
-		switch s[i] {
-		case 'h':
-			unit = time.Hour
-		case 'm':
-			unit = time.Minute
-		case 's':
-			unit = time.Second
-		default:
-			return time.ParseDuration(s)
-		}
-		i++
-		if unit == time.Minute && i < len(s) && s[i] == 's' { // "ms"
-			return time.ParseDuration(s)
-		}
-		d += v * unit
-	}
-	if i == 0 || i != len(s) {
-		return time.ParseDuration(s)
-	}
-	return d, nil
 }
 
 // after is m after the first place of marker (a set of one), which scan

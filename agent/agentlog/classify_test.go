@@ -399,30 +399,6 @@ func TestScanSkipsTags(t *testing.T) {
 	}
 }
 
-// TestParseDuration: the backoff's own reader agrees with
-// time.ParseDuration, the value and whether it fails, on the agent's
-// forms and on what is near them.
-func TestParseDuration(t *testing.T) {
-	ins := []string{"", "0", "0s", "5m0s", "28m47s", "1h2m3s", "1h2m3s4", "1h2m3s4s", "999999h", "9999999h",
-		"999999h999999m999999s", "1ms", "1m5ms", "1m5", "5s1m", "1.5s", "-1s", "+1s", "1us", "1µs", "1ns",
-		"1h1h1h", "1h1h1h1h", "1d", "m", "1m ", " 1m", "00012s", "1e3s", "123456s", "1234567s"}
-	for h := 0; h < 30; h += 7 {
-		for m := 0; m < 61; m += 13 {
-			for s := 0; s < 61; s += 11 {
-				ins = append(ins, fmt.Sprintf("%dh%dm%ds", h, m, s), fmt.Sprintf("%dm%ds", m, s), fmt.Sprintf("%ds", s),
-					(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(s)*time.Second).String())
-			}
-		}
-	}
-	for _, in := range ins {
-		got, gotErr := parseDuration(in)
-		want, wantErr := time.ParseDuration(in)
-		if got != want || (gotErr == nil) != (wantErr == nil) {
-			t.Errorf("parseDuration(%q) = %v, %v; time.ParseDuration: %v, %v", in, got, gotErr, want, wantErr)
-		}
-	}
-}
-
 // TestStampFraction: a fraction of any length is its first nine digits
 // in nanoseconds, the rest ignored.
 func TestStampFraction(t *testing.T) {
