@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+
+	agentimds "github.com/patchd/patchd/agent/imds"
 )
 
 // The environment variables the chain reads, named in its errors.
@@ -26,7 +28,6 @@ const (
 	envRegion        = "AWS_REGION"
 	envDefaultRegion = "AWS_DEFAULT_REGION"
 	envIMDSDisabled  = "AWS_EC2_METADATA_DISABLED"
-	envIMDSEndpoint  = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
 	envEndpointSSM   = "AWS_ENDPOINT_URL_SSM"
 	envEndpoint      = "AWS_ENDPOINT_URL"
 )
@@ -44,9 +45,7 @@ func newChain(imdsEndpoint string) chain {
 	if strings.EqualFold(os.Getenv(envIMDSDisabled), "true") {
 		return chain{}
 	}
-	if imdsEndpoint == "" {
-		imdsEndpoint = os.Getenv(envIMDSEndpoint)
-	}
+	imdsEndpoint = agentimds.ResolveEndpoint(imdsEndpoint)
 	where := imdsEndpoint
 	if where == "" {
 		where = "http://169.254.169.254"

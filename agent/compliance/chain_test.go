@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/patchd/patchd/agent/compliance/ssmtest"
+	agentimds "github.com/patchd/patchd/agent/imds"
 )
 
 // clearAWSEnv blanks every variable the chain reads, and points the shared
@@ -16,7 +17,7 @@ import (
 func clearAWSEnv(t *testing.T) {
 	t.Helper()
 	for _, k := range []string{envAccessKey, envSecretKey, envSessionToken, envRegion, envDefaultRegion,
-		envIMDSDisabled, envIMDSEndpoint, envEndpointSSM, envEndpoint, "AWS_PROFILE"} {
+		envIMDSDisabled, agentimds.EndpointEnv, envEndpointSSM, envEndpoint, "AWS_PROFILE"} {
 		t.Setenv(k, "")
 	}
 	shared := filepath.Join(t.TempDir(), "credentials")
