@@ -65,7 +65,7 @@ func (c chain) region(ctx context.Context) (string, error) {
 	}
 	out, err := c.md.GetRegion(ctx, &imds.GetRegionInput{})
 	if err != nil {
-		return "", fmt.Errorf("no AWS region: %s and %s are not set and IMDS (%s) has none: %w", envRegion, envDefaultRegion, c.where, err)
+		return "", &missing{fmt.Sprintf("no AWS region: %s and %s are not set and IMDS (%s) has none", envRegion, envDefaultRegion, c.where), err}
 	}
 	if out.Region == "" {
 		return "", fmt.Errorf("no AWS region: %s is not set and IMDS (%s) answered an empty one", envRegion, c.where)
@@ -88,11 +88,23 @@ func (c chain) credentials(ctx context.Context) (*aws.CredentialsCache, error) {
 	}
 	cache := aws.NewCredentialsCache(ec2rolecreds.New(func(o *ec2rolecreds.Options) { o.Client = c.md }))
 	if _, err := cache.Retrieve(ctx); err != nil {
-		return nil, fmt.Errorf("no AWS credentials: %s and %s are not set and the instance role through IMDS (%s) gave none: %w",
-			envAccessKey, envSecretKey, c.where, err)
+		return nil, &missing{fmt.Sprintf("no AWS credentials: %s and %s are not set and the instance role through IMDS (%s) gave none",
+			envAccessKey, envSecretKey, c.where), err}
 	}
 	return cache, nil
 }
+
+// missing is what the chain did not find and why. what alone identifies
+// it: the cause's wording varies from one try to the next (the SDK says
+// "canceled" or "request canceled" for the same timeout), and the reporter
+// logs a wait once per what, not once per wording.
+type missing struct {
+	what  string
+	cause error
+}
+
+func (e *missing) Error() string { return e.what + ": " + e.cause.Error() }
+func (e *missing) Unwrap() error { return e.cause }
 
 // ssmEndpoint is ssm.endpoint, else AWS_ENDPOINT_URL_SSM, else
 // AWS_ENDPOINT_URL; nil lets the SDK's resolver pick the region's.

@@ -293,9 +293,14 @@ func (r *Reporter) try(ctx context.Context) error {
 func (r *Reporter) notReady(reason string, err error) {
 	r.backoff()
 	if r.o.Mode == ModeAuto {
-		if msg := err.Error(); msg != r.quiet {
-			r.quiet = msg
-			r.log.Info("compliance report waits: ssm.report is auto and "+msg, "retry_in", r.next.Sub(r.clock.Now()).Round(time.Second))
+		what := err.Error()
+		var m *missing
+		if errors.As(err, &m) {
+			what = m.what
+		}
+		if what != r.quiet {
+			r.quiet = what
+			r.log.Info("compliance report waits: ssm.report is auto and "+err.Error(), "retry_in", r.next.Sub(r.clock.Now()).Round(time.Second))
 		}
 		return
 	}
