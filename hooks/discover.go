@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -127,21 +128,25 @@ func inspect(root string, phase Phase, name, dirReason string) Hook {
 
 // checkDirChain checks every directory from / to the hooks root and on to
 // the phase directory, links resolved. It returns "" when all are safe or
-// the chain ends in a missing directory (no hooks).
+// the chain ends in a missing directory (no hooks). The root's chain is
+// walked once and the phase directory entered from where it led: the
+// check runs again before every hook, so it costs a stat per directory,
+// not two.
 func checkDirChain(root string, phase Phase) string {
-	for _, d := range []string{root, filepath.Join(root, string(phase))} {
-		_, reason, err := walk(d, true)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return ""
-			}
-			return fmt.Sprintf("directory %s: %v", d, err)
-		}
-		if reason != "" {
-			return reason
+	resolved, reason, err := walk(root, true)
+	if err == nil && reason == "" {
+		dir := filepath.Join(root, string(phase))
+		if _, reason, err = walkFrom(resolved, []string{string(phase)}, true, dir, 0); err != nil {
+			root = dir
 		}
 	}
-	return ""
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return ""
+		}
+		return fmt.Sprintf("directory %s: %v", root, err)
+	}
+	return reason
 }
 
 // CheckPhaseDir says why the directories leading to a phase's hooks are
@@ -166,14 +171,22 @@ const maxLinks = 40
 // reason the path is unsafe ("" when safe); err is a failure to resolve
 // it (a missing component satisfies errors.Is(err, fs.ErrNotExist)).
 func walk(path string, strictLast bool) (resolved, reason string, err error) {
-	cur := "/"
-	fi, err := os.Stat(cur)
+	fi, err := os.Stat("/")
 	if err != nil {
 		return "", "", err
 	}
-	reason = dirRule(cur, fi, strictLast && !hasComponents(splitPath(path)))
 	rest := splitPath(path)
-	links := 0
+	reason = dirRule("/", fi, strictLast && !hasComponents(rest))
+	resolved, r, err := walkFrom("/", rest, strictLast, path, 0)
+	if reason == "" {
+		reason = r
+	}
+	return resolved, reason, err
+}
+
+// walkFrom goes on with walk from cur, a resolved directory already
+// checked, through the components rest; path names the whole for errors.
+func walkFrom(cur string, rest []string, strictLast bool, path string, links int) (resolved, reason string, err error) {
 	for len(rest) > 0 {
 		c := rest[0]
 		rest = rest[1:]
@@ -243,7 +256,7 @@ func hasComponents(rest []string) bool {
 // by root or by patchd's own user (so an unprivileged test or demo works),
 // and writable by nobody else.
 func checkOwnerMode(path string, fi fs.FileInfo, what string) string {
-	if uid := ownerUID(fi); uid != 0 && uid != os.Geteuid() {
+	if uid := ownerUID(fi); uid != 0 && uid != euid() {
 		return fmt.Sprintf("%s %s is owned by uid %d, not root or patchd's user: chown root %s", what, path, uid, path)
 	}
 	perm := fi.Mode().Perm()
@@ -255,6 +268,10 @@ func checkOwnerMode(path string, fi fs.FileInfo, what string) string {
 	}
 	return ""
 }
+
+// euid is patchd's effective uid, asked once: it does not change, and the
+// rules run for every directory before every hook.
+var euid = sync.OnceValue(os.Geteuid)
 
 func ownerUID(fi fs.FileInfo) int {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {

@@ -20,7 +20,7 @@ func (e Env) Environ() []string {
 		attempt = 1
 	}
 	home := "/root"
-	if os.Geteuid() != 0 {
+	if euid() != 0 {
 		if home = os.Getenv("HOME"); home == "" {
 			home = "/"
 		}

@@ -2,7 +2,6 @@ package hooks
 
 import (
 	"bytes"
-	"io"
 	"log/slog"
 	"strings"
 	"unicode/utf8"
@@ -13,8 +12,8 @@ const (
 	TailSize = 4096
 	// maxLine caps one logged line; the rest of the line is counted, not kept.
 	maxLine = 4096
-	// readChunk is the read buffer; memory per stream stays at about
-	// readChunk + maxLine + TailSize whatever the hook writes.
+	// readChunk is the read buffer, one per running hook; memory per
+	// stream stays at about maxLine + TailSize whatever the hook writes.
 	readChunk = 32 << 10
 )
 
@@ -68,17 +67,9 @@ type stream struct {
 	total  int64
 }
 
-func (s *stream) readFrom(r io.Reader) {
-	buf := make([]byte, readChunk)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			s.write(buf[:n])
-		}
-		if err != nil {
-			break
-		}
-	}
+// finish logs the last line, if it had no newline, and says so when the
+// output went past the log limit.
+func (s *stream) finish() {
 	s.flush()
 	if s.silent {
 		s.logger.Warn("hook output was longer than the log limit; only its tail is kept",
