@@ -2,7 +2,7 @@
 // the daemon: HTTP over a unix socket that only root can open (mode 0600
 // from the moment it appears at its path, in a 0755 directory). Parts of
 // the daemon register their handlers on the server's mux; the CLI uses
-// Client.
+// package controlclient.
 package control
 
 import (
@@ -10,17 +10,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/patchd/patchd/agent/controlclient"
 	"github.com/patchd/patchd/agent/safeopen"
 )
 
@@ -174,84 +173,11 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// ErrorReply is the body of every error answer of the API: one key,
-// "error", whatever the endpoint, so that clients (and curl users) read
-// failures one way.
-type ErrorReply struct {
-	Error string `json:"error"`
-}
+// ErrorReply is the body of every error answer of the API (one key,
+// "error"); its client reads it too.
+type ErrorReply = controlclient.ErrorReply
 
 // WriteError answers a control request with status and {"error": msg}.
 func WriteError(w http.ResponseWriter, status int, msg string) {
 	WriteJSON(w, status, ErrorReply{Error: msg})
-}
-
-// Client talks to the daemon's control socket.
-type Client struct {
-	Path string
-	http *http.Client
-}
-
-// NewClient returns a client for the socket at path. timeout bounds a whole
-// request; gate requests that wait for hooks pass a long one.
-func NewClient(path string, timeout time.Duration) *Client {
-	return &Client{Path: path, http: &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		}},
-	}}
-}
-
-// ErrUnreachable wraps failures to reach the daemon at all.
-var ErrUnreachable = errors.New("patchd daemon unreachable")
-
-// APIError is a non-2xx answer of the daemon: it is running and said no.
-// Status tells the CLI which exit code to use.
-type APIError struct {
-	Status  int
-	Message string
-}
-
-func (e *APIError) Error() string { return "patchd: " + e.Message }
-
-// Do sends method to the API path with body in (may be nil) and decodes a
-// JSON answer into out (may be nil). A non-2xx answer is an error carrying
-// the daemon's message.
-func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = strings.NewReader(string(b))
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://patchd"+path, body)
-	if err != nil {
-		return err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w at %s: %v (is patchd running? systemctl status patchd)", ErrUnreachable, c.Path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("reading answer from %s: %w", c.Path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e ErrorReply
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return &APIError{Status: resp.StatusCode, Message: e.Error}
-		}
-		return &APIError{Status: resp.StatusCode, Message: resp.Status + ": " + strings.TrimSpace(string(data))}
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return fmt.Errorf("decoding answer from %s: %w", c.Path, err)
-		}
-	}
-	return nil
 }

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/patchd/patchd/agent/controlclient"
 )
 
 // socketDir returns a short directory (unix socket paths are limited to
@@ -113,7 +115,7 @@ func TestReplacesStaleSocket(t *testing.T) {
 	s.Mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, _ *http.Request) { WriteJSON(w, 200, "pong") })
 	start(t, s)
 	var out string
-	if err := NewClient(path, 5*time.Second).Do(context.Background(), "GET", "/v1/ping", nil, &out); err != nil || out != "pong" {
+	if err := controlclient.New(path, 5*time.Second).Do(context.Background(), "GET", "/v1/ping", nil, &out); err != nil || out != "pong" {
 		t.Fatalf("Do = %q, %v", out, err)
 	}
 	fi, err := os.Lstat(path)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/patchd/patchd/agent/controlclient"
 )
 
 // Error answers carry exactly one key, "error", and the client turns them
@@ -53,11 +55,11 @@ func TestErrorReplyKeyAndClient(t *testing.T) {
 		}
 	})
 
-	c := NewClient(srv.Path, 5*time.Second)
+	c := controlclient.New(srv.Path, 5*time.Second)
 	// The socket appears once Run listens: retry only while it is absent.
 	for {
 		err = c.Do(ctx, http.MethodPost, "/v1/fail", struct{}{}, nil)
-		if !errors.Is(err, ErrUnreachable) {
+		if !errors.Is(err, controlclient.ErrUnreachable) {
 			break
 		}
 		select {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/patchd/patchd/agent/config"
-	"github.com/patchd/patchd/agent/control"
+	"github.com/patchd/patchd/agent/controlclient"
 	"github.com/patchd/patchd/agent/imds"
 	"github.com/patchd/patchd/agent/keeper"
 )
@@ -24,8 +24,8 @@ func runAgentStatus(flags *config.Flags, output string, stdout, stderr io.Writer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var st agentStatus
-	err = control.NewClient(cfg.Control.Socket, 10*time.Second).Do(ctx, "GET", "/v1/agent", nil, &st)
-	if errors.Is(err, control.ErrUnreachable) {
+	err = controlclient.New(cfg.Control.Socket, 10*time.Second).Do(ctx, "GET", "/v1/agent", nil, &st)
+	if errors.Is(err, controlclient.ErrUnreachable) {
 		st, err = agentStatusFromFiles(ctx, cfg)
 	}
 	if err != nil {
@@ -167,7 +167,7 @@ func runAgentRestart(flags *config.Flags, detail string, stdout, stderr io.Write
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	var out keeper.Outcome
-	if err := control.NewClient(cfg.Control.Socket, limit).Do(ctx, "POST", "/v1/agent/restart", agentRestartRequest{Detail: detail}, &out); err != nil {
+	if err := controlclient.New(cfg.Control.Socket, limit).Do(ctx, "POST", "/v1/agent/restart", agentRestartRequest{Detail: detail}, &out); err != nil {
 		fmt.Fprintf(stderr, "patchd agent restart: %v\n", err)
 		return daemonError(ctx, err)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 
 	"github.com/patchd/patchd/agent/config"
-	"github.com/patchd/patchd/agent/control"
+	"github.com/patchd/patchd/agent/controlclient"
 	"github.com/patchd/patchd/agent/cycle/cyclestate"
 	"github.com/patchd/patchd/agent/ledger"
 	"github.com/patchd/patchd/agent/uploads/uploadstatus"
@@ -119,7 +119,7 @@ func runGate(flags *config.Flags, req cyclestate.GateRequest, timeout time.Durat
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var rep cyclestate.GateReply
-	if err := control.NewClient(cfg.Control.Socket, timeout).Do(ctx, "POST", "/v1/gate", req, &rep); err != nil {
+	if err := controlclient.New(cfg.Control.Socket, timeout).Do(ctx, "POST", "/v1/gate", req, &rep); err != nil {
 		code := daemonError(ctx, err)
 		if code == exitTimeout {
 			fmt.Fprintf(stderr, "patchd gate %s: no answer within --timeout %s; the phase goes on in patchd (see patchd status)\n", req.Phase, timeout)
@@ -154,9 +154,9 @@ func runStatus(flags *config.Flags, output string, stdout, stderr io.Writer) int
 	var st statusReply
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = control.NewClient(cfg.Control.Socket, 10*time.Second).Do(ctx, "GET", "/v1/status", nil, &st)
+	err = controlclient.New(cfg.Control.Socket, 10*time.Second).Do(ctx, "GET", "/v1/status", nil, &st)
 	if err != nil {
-		if !errors.Is(err, control.ErrUnreachable) {
+		if !errors.Is(err, controlclient.ErrUnreachable) {
 			fmt.Fprintf(stderr, "patchd status: %v\n", err)
 			return daemonError(ctx, err)
 		}

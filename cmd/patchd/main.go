@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -15,7 +14,7 @@ import (
 	"github.com/prometheus/common/version"
 
 	"github.com/patchd/patchd/agent/config"
-	"github.com/patchd/patchd/agent/control"
+	"github.com/patchd/patchd/agent/controlclient"
 )
 
 // Exit codes, one rule for every subcommand (docs/cli.md; the SSM document
@@ -42,15 +41,15 @@ func badConfig(stderr io.Writer, cmd string, err error) int {
 
 // daemonError is the exit code for a failed request to the daemon.
 func daemonError(ctx context.Context, err error) int {
-	var api *control.APIError
+	var api *controlclient.APIError
 	switch {
-	case errors.As(err, &api) && api.Status == http.StatusServiceUnavailable:
+	case errors.As(err, &api) && api.Status == controlclient.StatusUnavailable:
 		return exitUnreachable
 	case errors.As(err, &api):
 		return exitRefused
 	case ctx.Err() != nil:
 		return exitTimeout
-	case errors.Is(err, control.ErrUnreachable):
+	case errors.Is(err, controlclient.ErrUnreachable):
 		return exitUnreachable
 	}
 	return exitFailure
