@@ -381,6 +381,30 @@ func TestScanEveryOffset(t *testing.T) {
 	t.Logf("%d lines", n)
 }
 
+// TestScanOverlaps: a marker found lets the scan resume after its
+// clearance; every other marker that begins inside it, or that overlaps
+// its end, is still found where a substring search finds it.
+func TestScanOverlaps(t *testing.T) {
+	n := 0
+	for _, p := range markers.pats {
+		for _, q := range markers.pats {
+			for k := 1; k < len(p); k++ {
+				for _, l := range []string{
+					p[:k] + q,                     // q from inside p
+					p + q[min(len(p)-k, len(q)):], // q overlapping p's end where the bytes agree
+					"[ssm-agent-worker] x" + p[:k] + q + " y",
+				} {
+					if err := checkScan(l); err != nil {
+						t.Fatal(err)
+					}
+					n++
+				}
+			}
+		}
+	}
+	t.Logf("%d lines", n)
+}
+
 // TestScanSkipsTags: both process tags are skipped (a marker that began
 // inside one would stop that, silently, and cost a fifth of the scan), and
 // skippable refuses a tag a marker can begin in.

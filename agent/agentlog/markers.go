@@ -1,6 +1,7 @@
 package agentlog
 
 import (
+	"math"
 	"math/bits"
 	"slices"
 	"strings"
@@ -43,6 +44,10 @@ type sieves struct {
 	// says which of processTags they are.
 	tags  []tagWords
 	skips [len(processTagWords)]bool
+	// clear[id] is how far into marker id the next marker can begin at
+	// the soonest (clearance): the scan resumes there once it has found
+	// it, instead of passing the sieve again at each of its positions.
+	clear [maxMarkers]uint8
 }
 
 // processTags are the tags the agent's processes put first in their
@@ -165,6 +170,9 @@ func buildSieves(pats []string) *sieves {
 	for h := range narrow {
 		t.hit[h] |= 2
 	}
+	for id, p := range pats {
+		t.clear[id] = uint8(clearance(p, pats, t.alone))
+	}
 	for i, tag := range processTags {
 		if skippable(tag, pats) {
 			t.tags = append(t.tags, tagWordsOf(tag))
@@ -172,6 +180,26 @@ func buildSieves(pats []string) *sieves {
 		}
 	}
 	return t
+}
+
+// clearance is the first offset in p, after 0, at which a marker of pats
+// other than those searched alone can begin in a text that has p at 0: one
+// that begins with p's bytes from there, or that p has there. It is
+// len(p) when there is none. Found p at s, the scan knows that no marker
+// begins at s+1 to s+clearance-1.
+func clearance(p string, pats []string, alone []int) int {
+	for k := 1; k < len(p); k++ {
+		for id, q := range pats {
+			if slices.Contains(alone, id) {
+				continue // searched for in the whole message anyway
+			}
+			n := min(len(p)-k, len(q))
+			if p[k:k+n] == q[:n] {
+				return k
+			}
+		}
+	}
+	return min(len(p), math.MaxUint8)
 }
 
 // fill sets the bits of the hashes in byHash and lays their entries out
@@ -231,16 +259,20 @@ func scanFrom(t *sieves, m string, start int, at *positions) found {
 			break
 		}
 		x := le64(m[i : i+8])
-		f.check(m, i, x, t.wide.lookup(hash8(x)), at)
-		f.check(m, i, uint64(uint32(x)), t.narrow.lookup(hash4(uint32(x))), at)
-		i += stride
+		// The position after this one looks at markers that begin up to
+		// stride-1 bytes before it. A marker found here rules out the
+		// others for its clearance: the scan resumes after it.
+		next := i + stride
+		next = max(next, f.check(t, m, i, x, t.wide.lookup(hash8(x)), at)+stride-1)
+		next = max(next, f.check(t, m, i, uint64(uint32(x)), t.narrow.lookup(hash4(uint32(x))), at)+stride-1)
+		i = next
 	}
 	// Fewer than eight bytes left: only a marker entered under four of
 	// them can still have its block here.
 	for ; i+4 <= len(m); i += stride {
 		b := le32(m[i : i+4])
 		if h4 := hash4(b); t.narrow.has(h4) {
-			f.check(m, i, uint64(b), t.narrow.lookup(h4), at)
+			f.check(t, m, i, uint64(b), t.narrow.lookup(h4), at)
 		}
 	}
 	for _, id := range t.alone {
@@ -327,8 +359,11 @@ func (w *tagWords) begins(m string) bool {
 	return len(m) >= n && le64(m) == w.head && le64(m[8:]) == w.mid && le64(m[n-8:]) == w.end
 }
 
-// check adds the markers of entries that m has with their block, x, at i.
-func (f *found) check(m string, i int, x uint64, entries []entry, at *positions) {
+// check adds the markers of entries that m has with their block, x, at i,
+// and returns the offset before which no marker can begin that begins
+// after i (0 when none was found).
+func (f *found) check(t *sieves, m string, i int, x uint64, entries []entry, at *positions) int {
+	clear := 0
 	for _, e := range entries {
 		if e.block != x {
 			continue
@@ -339,7 +374,9 @@ func (f *found) check(m string, i int, x uint64, entries []entry, at *positions)
 			continue
 		}
 		f.add(int(e.id), start, at)
+		clear = max(clear, start+int(t.clear[e.id]))
 	}
+	return clear
 }
 
 // add puts marker id, found at start, in f and at. Two places of a marker
