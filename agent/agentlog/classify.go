@@ -2,6 +2,7 @@ package agentlog
 
 import (
 	"bytes"
+	"math/bits"
 	"strings"
 	"time"
 	"unsafe"
@@ -450,12 +451,28 @@ func version(v string) string {
 // bytes so a junk line cannot produce a huge id.
 func token(b string, stop byte) string {
 	n := 0
-	// One load per byte for the three stops every id has, instead of
-	// three comparisons: ids are 36 bytes and more.
+	// Eight bytes at a time: ids are 36 bytes and more, and a word
+	// tests all eight for the four stops in a dozen instructions.
+	for n+8 <= len(b) && n < 128 {
+		if e := stops(le64(b[n:]), stop); e != 0 {
+			return b[:min(n+bits.TrailingZeros64(e)/8, 128)]
+		}
+		n += 8
+	}
 	for n < len(b) && n < 128 && !tokenEnds[b[n]] && b[n] != stop {
 		n++
 	}
 	return b[:n]
+}
+
+// stops has the high bit set of the lowest byte of x that ends a token (a
+// space, a comma, ']' or stop), and maybe of bytes above it, which
+// token does not look at: a byte of x^c is zero where x has c, and
+// (y-lo)&^y&hi marks a zero byte exactly when no lower byte is zero.
+func stops(x uint64, stop byte) uint64 {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	zero := func(y uint64) uint64 { return (y - lo) &^ y & hi }
+	return zero(x^(' '*lo)) | zero(x^(','*lo)) | zero(x^(']'*lo)) | zero(x^(uint64(stop)*lo))
 }
 
 // tokenEnds are the bytes that end every token.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -480,5 +481,36 @@ func TestFeedSetsEveryField(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got[2], want) {
 		t.Errorf("third entry\n%+v\nwant\n%+v", got[2], want)
+	}
+}
+
+// TestTokenWords: token, which tests eight bytes at a time, cuts where a
+// byte-by-byte walk does, for stops at every place of a word, none, and
+// bytes with the high bit set (which the word test must not take for a
+// stop).
+func TestTokenWords(t *testing.T) {
+	walk := func(b string, stop byte) string {
+		n := 0
+		for n < len(b) && n < 128 && !tokenEnds[b[n]] && b[n] != stop {
+			n++
+		}
+		return b[:n]
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	special := []byte(" ,].\x00\x01\x7f\x80\xff")
+	for range 200000 {
+		b := make([]byte, r.IntN(150))
+		for j := range b {
+			if r.IntN(24) == 0 {
+				b[j] = special[r.IntN(len(special))]
+			} else {
+				b[j] = byte(r.IntN(256))
+			}
+		}
+		for _, stop := range []byte{'.', ' ', 0, 0x80, 0xff} {
+			if got, want := token(string(b), stop), walk(string(b), stop); got != want {
+				t.Fatalf("token(%q, %q) = %q, want %q", b, stop, got, want)
+			}
+		}
 	}
 }
