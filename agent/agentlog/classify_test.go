@@ -442,6 +442,35 @@ func TestStampFraction(t *testing.T) {
 	}
 }
 
+// TestStampCacheExact: a time read from the cached minute is the very
+// value time.Date gives (==, not only Equal: location and all), for every
+// second of a minute and fractions of every length.
+func TestStampCacheExact(t *testing.T) {
+	var tc stampCache
+	for _, day := range []string{"2024-10-21 10:00", "1999-12-31 23:59", "2038-01-19 03:14"} {
+		for sec := range 60 {
+			for _, frac := range []string{"", ".5", ".0001", ".123456789", ".9999999999"} {
+				line := fmt.Sprintf("%s:%02d%s INFO x", day, sec, frac)
+				for range 2 { // the second time from the cache
+					got, _, ok := parseStamp([]byte(line), &tc)
+					y, _ := strconv.Atoi(day[:4])
+					mo, _ := strconv.Atoi(day[5:7])
+					d, _ := strconv.Atoi(day[8:10])
+					h, _ := strconv.Atoi(day[11:13])
+					mi, _ := strconv.Atoi(day[14:16])
+					ns := 0
+					if frac != "" {
+						ns, _ = strconv.Atoi((frac[1:] + "000000000")[:9])
+					}
+					if want := time.Date(y, time.Month(mo), d, h, mi, sec, ns, time.Local); !ok || got != want {
+						t.Fatalf("parseStamp(%q) = %#v, want %#v", line, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestParseLevel: every level is read, with a space, a tab or nothing
 // after it, and nothing near one is.
 func TestParseLevel(t *testing.T) {
