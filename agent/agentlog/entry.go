@@ -45,9 +45,9 @@ type Classifier struct {
 	// caller's line, which is gone by the time the entry completes. The
 	// event handed out views it (no copy per entry), so it is overwritten
 	// only by the next entry's first line, after the Emit call returned.
-	msg   []byte
-	found found     // the markers in msg
-	at    positions // and where they are
+	msg  []byte
+	sets sets      // the sets of the markers in msg
+	at   positions // and where the markers are
 	// lastKind is what continuation lines after a flush carry.
 	lastKind Kind
 	stamps   stampCache
@@ -93,7 +93,7 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 	}
 	c.msg = append(c.msg[:0], l.Msg...)
 	var kind Kind
-	kind, c.found = classify(c.sieves, &l, &c.at)
+	kind, _, c.sets = classify(c.sieves, &l, &c.at)
 	// Field by field, not c.cur = Entry{...}: the literal was built on
 	// the stack and copied whole into the Classifier, about 200 bytes per
 	// line twice. Every field is set (TestFeedSetsEveryField).
@@ -112,7 +112,7 @@ func (c *Classifier) Flush() {
 	}
 	c.pending = false
 	c.cur.Message = view(c.msg)
-	extract(&c.cur.Event, c.cur.Message, c.found, &c.at)
+	extract(&c.cur.Event, c.cur.Message, c.sets, &c.at)
 	c.lastKind = c.cur.Kind
 	// c.cur is not cleared: Feed sets all of it for the next entry, and
 	// nothing reads it while no entry is pending.
