@@ -45,9 +45,15 @@ type Classifier struct {
 	// caller's line, which is gone by the time the entry completes. The
 	// event handed out views it (no copy per entry), so it is overwritten
 	// only by the next entry's first line, after the Emit call returned.
-	msg  []byte
-	sets sets      // the sets of the markers in msg
-	at   positions // and where the markers are
+	msg []byte
+	at  positions // where the markers in msg are, for extract
+	// file, when fileSet, is the Tailer's file: an entry's Pos is its
+	// device and inode and the entry's End. Set when the entry grows,
+	// not when it is handed out: a copy of the event just after stores
+	// to it waits for them (a 16-byte load cannot take its bytes from
+	// two 8-byte stores still in flight).
+	file    Position
+	fileSet bool
 	// lastKind is what continuation lines after a flush carry.
 	lastKind Kind
 	stamps   stampCache
@@ -70,6 +76,9 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 		if c.pending {
 			c.cur.Lines++
 			c.cur.End = end
+			if c.fileSet {
+				c.cur.Pos.Offset = end
+			}
 			c.cur.Kind = refine(c.sieves, c.cur.Kind, c.cur.Level, l.Msg)
 			return
 		}
@@ -80,7 +89,7 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 		// In a field, not a literal: a pointer to the literal would
 		// send it to the heap.
 		c.tail = Entry{
-			Event:     Event{File: c.File, Level: "-", Kind: kind},
+			Event:     Event{File: c.File, Level: "-", Kind: kind, Pos: c.pos(end)},
 			FirstLine: c.lineNo, Lines: 1, Start: start, End: end, Tail: true,
 		}
 		c.hand(&c.tail)
@@ -92,17 +101,26 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 		level = "-"
 	}
 	c.msg = append(c.msg[:0], l.Msg...)
-	var kind Kind
-	kind, _, c.sets = classify(c.sieves, &l, &c.at)
+	kind, _, sets := classify(c.sieves, &l, &c.at)
 	// Field by field, not c.cur = Entry{...}: the literal was built on
 	// the stack and copied whole into the Classifier, about 200 bytes per
-	// line twice. Every field is set (TestFeedSetsEveryField).
+	// line twice. Every field is set (TestFeedSetsEveryField), here and
+	// not in Flush, for the reason given at file.
 	e := &c.cur
 	e.Time, e.File, e.Level, e.Kind = l.Time, c.File, level, kind
-	e.Message, e.AgentVersion, e.CommandID, e.DocumentID = "", "", "", ""
-	e.Backoff, e.Pos = 0, Position{}
+	e.Message, e.AgentVersion, e.CommandID, e.DocumentID = view(c.msg), "", "", ""
+	e.Backoff, e.Pos = 0, c.pos(end)
 	e.FirstLine, e.Lines, e.Start, e.End, e.Tail = c.lineNo, 1, start, end, false
+	extract(&e.Event, e.Message, sets, &c.at)
 	c.pending = true
+}
+
+// pos is the Pos of an entry that ends at end.
+func (c *Classifier) pos(end int64) Position {
+	if !c.fileSet {
+		return Position{}
+	}
+	return Position{Dev: c.file.Dev, Inode: c.file.Inode, Offset: end}
 }
 
 // Flush hands out the pending entry, if any.
@@ -111,8 +129,6 @@ func (c *Classifier) Flush() {
 		return
 	}
 	c.pending = false
-	c.cur.Message = view(c.msg)
-	extract(&c.cur.Event, c.cur.Message, c.sets, &c.at)
 	c.lastKind = c.cur.Kind
 	// c.cur is not cleared: Feed sets all of it for the next entry, and
 	// nothing reads it while no entry is pending.

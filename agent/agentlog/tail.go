@@ -480,7 +480,8 @@ func (t *Tailer) open(name, path string, off int64) (*source, error) {
 
 func (s *source) init(t *Tailer) {
 	s.lines = t.o.Metrics.fileLines(s.name)
-	s.cls = Classifier{File: s.name, emit: func(e *Entry) { t.emit(s, e) }}
+	s.cls = Classifier{File: s.name, emit: func(e *Entry) { t.emit(s, e) },
+		file: Position{Dev: s.dev, Inode: s.ino}, fileSet: true}
 	s.split = splitter{line: func(b []byte, start, end int64, cut bool) {
 		if cut {
 			t.o.Metrics.truncatedLine()
@@ -489,8 +490,8 @@ func (s *source) init(t *Tailer) {
 	}}
 }
 
-// emit takes the entry by pointer: two copies fewer of it per line. It
-// sets e's Pos, in the Classifier's own entry, which Feed sets again.
+// emit takes the entry by pointer: two copies fewer of it per line. The
+// Classifier has set its Pos (source.init).
 func (t *Tailer) emit(s *source, e *Entry) {
 	s.lines.entry(e)
 	t.dirty = true
@@ -498,7 +499,6 @@ func (t *Tailer) emit(s *source, e *Entry) {
 		return
 	}
 	t.o.Metrics.event(&e.Event, t.clk.Now)
-	e.Event.Pos = Position{Dev: s.dev, Inode: s.ino, Offset: e.End}
 	t.o.Sink(e.Event)
 }
 
