@@ -285,16 +285,16 @@ func newDecider(sets []found, kinds []Kind) decider {
 // then credentials, a control channel failure without a named cause
 // (network), stop, start, command end and start, health.
 func Classify(l *Line) Kind {
-	k, _, _ := classify(table(), l, nil)
+	k, _, _ := classify(table(), l, nil, true)
 	return k
 }
 
 // classify is Classify that also returns the markers found and sets their
 // positions in at (when not nil), which extract reuses instead of searching
-// the line again.
-func classify(t *sieves, l *Line, at *positions) (Kind, found, sets) {
+// the line again. alone is scanFrom's.
+func classify(t *sieves, l *Line, at *positions, alone bool) (Kind, found, sets) {
 	m := l.Msg
-	f := scanFrom(t, view(m), t.skipTag(l.tag), at)
+	f := scanFrom(t, view(m), t.skipTag(l.tag), at, alone)
 	s := f.sets()
 	if len(l.Program) > 0 && l.Foreign() {
 		return classifyForeign(l.Program, m), f, s

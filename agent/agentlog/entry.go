@@ -54,6 +54,9 @@ type Classifier struct {
 	// two 8-byte stores still in flight).
 	file    Position
 	fileSet bool
+	// noAlone says that the line fed has no marker of those searched
+	// alone (sieves.hasAlone): the Tailer found none in the chunk read.
+	noAlone bool
 	// lastKind is what continuation lines after a flush carry.
 	lastKind Kind
 	stamps   stampCache
@@ -101,7 +104,7 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 		level = "-"
 	}
 	c.msg = append(c.msg[:0], l.Msg...)
-	kind, _, sets := classify(c.sieves, &l, &c.at)
+	kind, _, sets := classify(c.sieves, &l, &c.at, !c.noAlone)
 	// Field by field, not c.cur = Entry{...}: the literal was built on
 	// the stack and copied whole into the Classifier, about 200 bytes per
 	// line twice. Every field is set (TestFeedSetsEveryField), here and

@@ -125,6 +125,11 @@ type source struct {
 	lines    *lineCounters
 	lastData time.Time
 	limit    int64 // read up to here in this pass (-1: to EOF)
+	// chunkAt is the offset of the chunk being pushed, and clean says
+	// that it has no marker searched alone: its lines that begin in it
+	// need no search of their own for one.
+	chunkAt int64
+	clean   bool
 }
 
 // New checks opts and returns a Tailer; Run does the work.
@@ -486,6 +491,9 @@ func (s *source) init(t *Tailer) {
 		if cut {
 			t.o.Metrics.truncatedLine()
 		}
+		// A line begun in an earlier chunk may have a marker across
+		// the chunks' boundary.
+		s.cls.noAlone = s.clean && start >= s.chunkAt
 		s.cls.Feed(b, start, end)
 	}}
 }
@@ -544,7 +552,9 @@ func (s *source) read(t *Tailer, limit int64) {
 					t.maybePersist(true)
 				}
 			}
+			s.chunkAt, s.clean = s.off, !table().hasAlone(chunk)
 			s.split.push(chunk, s.off)
+			s.clean = false
 			s.off += int64(n)
 			s.lastData = t.clk.Now()
 			t.dirty = true
