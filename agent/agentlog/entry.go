@@ -57,6 +57,11 @@ type Classifier struct {
 	// noAlone says that the line fed has no marker of those searched
 	// alone (sieves.hasAlone): the Tailer found none in the chunk read.
 	noAlone bool
+	// borrow says that the line fed stays intact until the caller calls
+	// keep (the Tailer's chunk): the entry's message then views it
+	// instead of a copy, and keep copies it only if the entry is still
+	// pending. borrowed says that the pending entry's message does.
+	borrow, borrowed bool
 	// lastKind is what continuation lines after a flush carry.
 	lastKind Kind
 	stamps   stampCache
@@ -103,7 +108,11 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 	if level == "" {
 		level = "-"
 	}
-	c.msg = append(c.msg[:0], l.Msg...)
+	msg := l.Msg
+	if c.borrowed = c.borrow; !c.borrow {
+		c.msg = append(c.msg[:0], l.Msg...)
+		msg = c.msg
+	}
 	kind, _, sets := classify(c.sieves, &l, &c.at, !c.noAlone)
 	// Field by field, not c.cur = Entry{...}: the literal was built on
 	// the stack and copied whole into the Classifier, about 200 bytes per
@@ -111,11 +120,28 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 	// not in Flush, for the reason given at file.
 	e := &c.cur
 	e.Time, e.File, e.Level, e.Kind = l.Time, c.File, level, kind
-	e.Message, e.AgentVersion, e.CommandID, e.DocumentID = view(c.msg), "", "", ""
+	e.Message, e.AgentVersion, e.CommandID, e.DocumentID = view(msg), "", "", ""
 	e.Backoff, e.Pos = 0, c.pos(end)
 	e.FirstLine, e.Lines, e.Start, e.End, e.Tail = c.lineNo, 1, start, end, false
 	extract(&e.Event, e.Message, sets, &c.at)
 	c.pending = true
+}
+
+// keep copies the pending entry's message, and its ids, which are parts
+// of it, out of the lines borrowed, which the caller reuses next.
+func (c *Classifier) keep() {
+	if !c.pending || !c.borrowed {
+		return
+	}
+	c.borrowed = false
+	old := c.cur.Message
+	c.msg = append(c.msg[:0], old...)
+	c.cur.Message = view(c.msg)
+	for _, id := range [...]*string{&c.cur.AgentVersion, &c.cur.CommandID, &c.cur.DocumentID} {
+		if i, ok := within(*id, old); ok && *id != "" {
+			*id = c.cur.Message[i : i+len(*id)]
+		}
+	}
 }
 
 // pos is the Pos of an entry that ends at end.
@@ -156,7 +182,7 @@ func (c *Classifier) Pending() (start int64, ok bool) {
 // Reset forgets the open entry and the line count, for a file that was
 // truncated under the reader.
 func (c *Classifier) Reset() {
-	c.pending = false
+	c.pending, c.borrowed = false, false
 	c.cur = Entry{}
 	c.lastKind = ""
 	c.lineNo = 0

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -125,9 +126,10 @@ type source struct {
 	lines    *lineCounters
 	lastData time.Time
 	limit    int64 // read up to here in this pass (-1: to EOF)
-	// chunkAt is the offset of the chunk being pushed, and clean says
-	// that it has no marker searched alone: its lines that begin in it
-	// need no search of their own for one.
+	// chunkAt is the offset of the chunk being pushed (MaxInt64 between
+	// pushes), and clean says that it has no marker searched alone: its
+	// lines that begin in it need no search of their own for one, and the
+	// Classifier may keep views of them until the push ends.
 	chunkAt int64
 	clean   bool
 }
@@ -476,7 +478,7 @@ func (t *Tailer) open(name, path string, off int64) (*source, error) {
 		f.Close()
 		return nil, err
 	}
-	s := &source{name: name, path: path, f: f, off: off, lastData: t.clk.Now(), limit: -1}
+	s := &source{name: name, path: path, f: f, off: off, lastData: t.clk.Now(), limit: -1, chunkAt: math.MaxInt64}
 	s.dev, s.ino = fileID(fi)
 	s.init(t)
 	s.updateFingerprint()
@@ -491,9 +493,11 @@ func (s *source) init(t *Tailer) {
 		if cut {
 			t.o.Metrics.truncatedLine()
 		}
-		// A line begun in an earlier chunk may have a marker across
-		// the chunks' boundary.
-		s.cls.noAlone = s.clean && start >= s.chunkAt
+		// A line begun in an earlier chunk is in the splitter's own
+		// buffer, which it reuses, and may have a marker across the
+		// chunks' boundary.
+		inChunk := start >= s.chunkAt
+		s.cls.noAlone, s.cls.borrow = s.clean && inChunk, inChunk
 		s.cls.Feed(b, start, end)
 	}}
 }
@@ -554,7 +558,9 @@ func (s *source) read(t *Tailer, limit int64) {
 			}
 			s.chunkAt, s.clean = s.off, !table().hasAlone(chunk)
 			s.split.push(chunk, s.off)
-			s.clean = false
+			s.chunkAt, s.clean = math.MaxInt64, false
+			// The next read overwrites the chunk.
+			s.cls.keep()
 			s.off += int64(n)
 			s.lastData = t.clk.Now()
 			t.dirty = true

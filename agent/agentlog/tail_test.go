@@ -609,7 +609,9 @@ func TestTailerChunksAlone(t *testing.T) {
 	dir := t.TempDir()
 	var b bytes.Buffer
 	chunk := 256 << 10
-	filler := "2024-10-21 10:00:00.0000 INFO [amazon-ssm-agent] [CredentialRefresher] nothing to see %d\n"
+	// With ids, which are parts of the message: an entry left open at the
+	// end of a chunk keeps them when the chunk is read over.
+	filler := "2024-10-21 10:00:00.0000 INFO [ssm-agent-worker] command: aws.ssm.c-%d.i-1 complete\n"
 	for split := 0; split <= len("Bye."); split++ {
 		// Up to the next boundary, then a line whose "Bye." has split
 		// bytes before it.
@@ -634,7 +636,7 @@ func TestTailerChunksAlone(t *testing.T) {
 	}
 	var got []string
 	tl, err := New(Options{Dir: dir, Files: []string{agentLog}, StatePath: filepath.Join(dir, StateFile),
-		Sink: func(e Event) { got = append(got, fmt.Sprintf("%d %s %s", e.Pos.Offset, e.Kind, e.Message)) }})
+		Sink: func(e Event) { got = append(got, fmt.Sprintf("%d %s %s %s", e.Pos.Offset, e.Kind, e.Message, e.CommandID)) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -650,7 +652,7 @@ func TestTailerChunksAlone(t *testing.T) {
 	var want []string
 	c := Classifier{Emit: func(e Entry) {
 		if !e.Tail {
-			want = append(want, fmt.Sprintf("%d %s %s", e.End, e.Kind, e.Message))
+			want = append(want, fmt.Sprintf("%d %s %s %s", e.End, e.Kind, e.Message, e.CommandID))
 		}
 	}}
 	sp := splitter{line: func(l []byte, start, end int64, _ bool) { c.Feed(l, start, end) }}
