@@ -636,7 +636,9 @@ func TestTailerChunksAlone(t *testing.T) {
 	}
 	var got []string
 	tl, err := New(Options{Dir: dir, Files: []string{agentLog}, StatePath: filepath.Join(dir, StateFile),
-		Sink: func(e Event) { got = append(got, fmt.Sprintf("%d %s %s %s", e.Pos.Offset, e.Kind, e.Message, e.CommandID)) }})
+		Sink: func(e Event) {
+			got = append(got, fmt.Sprintf("%d %s %s %s", e.Pos.Offset, e.Kind, e.Message, e.CommandID))
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
