@@ -235,18 +235,6 @@ var setsOfID = func() (by [maxMarkers]sets) {
 	return by
 }()
 
-// sets returns the sets f has markers of: a line has few markers, most
-// none.
-func (f found) sets() sets {
-	var s sets
-	for w, word := range f {
-		for ; word != 0; word &= word - 1 {
-			s |= setsOfID[w*64+bits.TrailingZeros64(word)]
-		}
-	}
-	return s
-}
-
 // decider knows the kinds that one marker decides by itself, which come
 // first in kindOf, by marker id. Their sets are registered in kindOf's
 // order, so the marker of a line with the lowest id is of the first kind
@@ -294,8 +282,7 @@ func Classify(l *Line) Kind {
 // the line again. alone is scanFrom's.
 func classify(t *sieves, l *Line, at *positions, alone bool) (Kind, found, sets) {
 	m := l.Msg
-	f := scanFrom(t, view(m), t.skipTag(l.tag), at, alone)
-	s := f.sets()
+	f, s := scanFrom(t, view(m), t.skipTag(l.tag), at, alone)
 	if len(l.Program) > 0 && l.Foreign() {
 		return classifyForeign(l.Program, m), f, s
 	}

@@ -244,14 +244,17 @@ func scan(m string, at *positions) found { return scanWith(table(), m, at) }
 // scanWith is scan with the sieves in hand: the Classifier keeps them, so
 // that a line does not pay for table's check that they are built.
 func scanWith(t *sieves, m string, at *positions) found {
-	return scanFrom(t, m, t.skip(m), at, true)
+	f, _ := scanFrom(t, m, t.skip(m), at, true)
+	return f
 }
 
 // scanFrom is scanWith from m[start:], where no marker can begin before
 // start (after a skippable tag). With alone false it does not search for
-// the markers searched alone: the caller knows m has none (hasAlone).
-func scanFrom(t *sieves, m string, start int, at *positions, alone bool) found {
-	var f found
+// the markers searched alone: the caller knows m has none (hasAlone). It
+// also returns the sets of the markers found.
+func scanFrom(t *sieves, m string, start int, at *positions, alone bool) (found, sets) {
+	var h hits
+	f := &h.found
 	i := start
 	for {
 		// The sieves reject almost every position: pass finds the next
@@ -265,8 +268,8 @@ func scanFrom(t *sieves, m string, start int, at *positions, alone bool) found {
 		// stride-1 bytes before it. A marker found here rules out the
 		// others for its clearance: the scan resumes after it.
 		next := i + stride
-		next = max(next, f.check(t, m, i, x, t.wide.lookup(hash8(x)), at)+stride-1)
-		next = max(next, f.check(t, m, i, uint64(uint32(x)), t.narrow.lookup(hash4(uint32(x))), at)+stride-1)
+		next = max(next, h.check(t, m, i, x, t.wide.lookup(hash8(x)), at)+stride-1)
+		next = max(next, h.check(t, m, i, uint64(uint32(x)), t.narrow.lookup(hash4(uint32(x))), at)+stride-1)
 		i = next
 	}
 	// Fewer than eight bytes left: only a marker entered under four of
@@ -274,18 +277,26 @@ func scanFrom(t *sieves, m string, start int, at *positions, alone bool) found {
 	for ; i+4 <= len(m); i += stride {
 		b := le32(m[i : i+4])
 		if h4 := hash4(b); t.narrow.has(h4) {
-			f.check(t, m, i, uint64(b), t.narrow.lookup(h4), at)
+			h.check(t, m, i, uint64(b), t.narrow.lookup(h4), at)
 		}
 	}
 	if !alone {
-		return f
+		return *f, h.sets
 	}
 	for _, id := range t.alone {
 		if i := index(m[start:], markers.pats[id]); i >= 0 {
-			f.add(id, start+i, at)
+			h.add(id, start+i, at)
 		}
 	}
-	return f
+	return *f, h.sets
+}
+
+// hits are the markers a scan found and their sets, which add keeps as
+// it goes: a line has few markers, and a loop over f's bits afterwards
+// mispredicted its count.
+type hits struct {
+	found found
+	sets  sets
 }
 
 // hasAlone reports whether b has a marker searched alone. The Tailer asks
@@ -379,7 +390,7 @@ func (w *tagWords) begins(m string) bool {
 // check adds the markers of entries that m has with their block, x, at i,
 // and returns the offset before which no marker can begin that begins
 // after i (0 when none was found).
-func (f *found) check(t *sieves, m string, i int, x uint64, entries []entry, at *positions) int {
+func (h *hits) check(t *sieves, m string, i int, x uint64, entries []entry, at *positions) int {
 	clear := 0
 	for _, e := range entries {
 		if e.block != x {
@@ -390,21 +401,22 @@ func (f *found) check(t *sieves, m string, i int, x uint64, entries []entry, at 
 		if start < 0 || start+len(p) > len(m) || m[start:start+len(p)] != p {
 			continue
 		}
-		f.add(int(e.id), start, at)
+		h.add(int(e.id), start, at)
 		clear = max(clear, start+int(t.clear[e.id]))
 	}
 	return clear
 }
 
-// add puts marker id, found at start, in f and at. Two places of a marker
+// add puts marker id, found at start, in h and at. Two places of a marker
 // can be found out of order when their blocks are visited at the same
 // position: at keeps the first.
-func (f *found) add(id, start int, at *positions) {
+func (h *hits) add(id, start int, at *positions) {
 	bit := uint64(1) << (id % 64)
-	if at != nil && (f[id/64]&bit == 0 || int32(start) < at[id]) {
+	if at != nil && (h.found[id/64]&bit == 0 || int32(start) < at[id]) {
 		at[id] = int32(start)
 	}
-	f[id/64] |= bit
+	h.found[id/64] |= bit
+	h.sets |= setsOfID[id]
 }
 
 // index is strings.Index for a marker whose first byte is rare in a line
