@@ -543,3 +543,23 @@ func TestTokenWords(t *testing.T) {
 		}
 	}
 }
+
+// TestSlotsOfCopies: a kind or level with the text of one but not its
+// memory (a consumer's own string) has the same slot.
+func TestSlotsOfCopies(t *testing.T) {
+	for i, k := range Kinds {
+		if got := kindSlot(Kind(strings.Clone(string(k)))); got != i {
+			t.Errorf("kindSlot(copy of %q) = %d, want %d", k, got, i)
+		}
+	}
+	for i, lv := range levels {
+		if got := levelIndex(strings.Clone(lv)); got != i {
+			t.Errorf("levelIndex(copy of %q) = %d, want %d", lv, got, i)
+		}
+	}
+	for _, k := range []Kind{"", "x", "healtH", "agent_star", "other "} {
+		if got := kindSlot(k); got != -1 {
+			t.Errorf("kindSlot(%q) = %d, want -1", k, got)
+		}
+	}
+}

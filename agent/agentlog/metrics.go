@@ -4,6 +4,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -40,7 +41,7 @@ func levelIndex(level string) int {
 	// comparison checks it, where a switch over six strings took a
 	// branch per entry that the mix of levels mispredicts.
 	if level != "" {
-		if i := levelByFirst[level[0]]; i > 0 && levels[i-1] == level {
+		if i := levelByFirst[level[0]]; i > 0 && sameString(levels[i-1], level) {
 			return int(i - 1)
 		}
 	}
@@ -62,11 +63,18 @@ var levelByFirst = func() (t [256]uint8) {
 // mispredicts.
 func kindSlot(k Kind) int {
 	if k != "" {
-		if i := kindByShape[kindShape(k)]; i > 0 && Kinds[i-1] == k {
+		if i := kindByShape[kindShape(k)]; i > 0 && sameString(string(Kinds[i-1]), string(k)) {
 			return int(i - 1)
 		}
 	}
 	return -1
+}
+
+// sameString is a == b, without a call when both are the same constant,
+// as an entry's level and kind are: the compiler's == calls memequal even
+// then.
+func sameString(a, b string) bool {
+	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
 }
 
 // kindMult makes kindShape tell every kind of Kinds apart.
