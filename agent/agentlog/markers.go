@@ -267,9 +267,15 @@ func scanFrom(t *sieves, m string, start int, at *positions, alone bool) (found,
 		// The position after this one looks at markers that begin up to
 		// stride-1 bytes before it. A marker found here rules out the
 		// others for its clearance: the scan resumes after it.
+		// Only the sieves whose bit passed are looked up.
 		next := i + stride
-		next = max(next, h.check(t, m, i, x, t.wide.lookup(hash8(x)), at)+stride-1)
-		next = max(next, h.check(t, m, i, uint64(uint32(x)), t.narrow.lookup(hash4(uint32(x))), at)+stride-1)
+		b := t.bit(x)
+		if b&1 != 0 {
+			next = max(next, h.check(t, m, i, x, t.wide.lookup(hash8(x)), at)+stride-1)
+		}
+		if b&2 != 0 {
+			next = max(next, h.check(t, m, i, uint64(uint32(x)), t.narrow.lookup(hash4(uint32(x))), at)+stride-1)
+		}
 		i = next
 	}
 	// Fewer than eight bytes left: only a marker entered under four of
