@@ -42,9 +42,10 @@ type Classifier struct {
 	cur     Entry
 	tail    Entry // a continuation line handed out on its own
 	// msg is the pending entry's first-line message, copied out of the
-	// caller's line, which is gone by the time the entry completes. The
-	// event handed out views it (no copy per entry), so it is overwritten
-	// only by the next entry's first line, after the Emit call returned.
+	// caller's line, which is gone by the time the entry completes
+	// (unless the line is borrowed, below). The event handed out views it
+	// (no copy per entry), so it is overwritten only by the next entry's
+	// first line, after the Emit call returned.
 	msg []byte
 	at  positions // where the markers in msg are, for extract
 	// file, when fileSet, is the Tailer's file: an entry's Pos is its
@@ -117,7 +118,7 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 	// Field by field, not c.cur = Entry{...}: the literal was built on
 	// the stack and copied whole into the Classifier, about 200 bytes per
 	// line twice. Every field is set (TestFeedSetsEveryField), here and
-	// not in Flush, for the reason given at file.
+	// not in Flush: see the file field.
 	e := &c.cur
 	e.Time, e.File, e.Level, e.Kind = l.Time, c.File, level, kind
 	e.Message, e.AgentVersion, e.CommandID, e.DocumentID = view(msg), "", "", ""

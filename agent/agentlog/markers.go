@@ -254,7 +254,6 @@ func scanWith(t *sieves, m string, at *positions) found {
 // also returns the sets of the markers found.
 func scanFrom(t *sieves, m string, start int, at *positions, alone bool) (found, sets) {
 	var h hits
-	f := &h.found
 	i := start
 	for {
 		// The sieves reject almost every position: pass finds the next
@@ -264,10 +263,10 @@ func scanFrom(t *sieves, m string, start int, at *positions, alone bool) (found,
 			break
 		}
 		x := le64(m[i : i+8])
-		// The position after this one looks at markers that begin up to
-		// stride-1 bytes before it. A marker found here rules out the
-		// others for its clearance: the scan resumes after it.
-		// Only the sieves whose bit passed are looked up.
+		// Only the sieves whose bit passed are looked up. The position
+		// after this one looks at markers that begin up to stride-1
+		// bytes before it. A marker found here rules out the others for
+		// its clearance: the scan resumes after it.
 		next := i + stride
 		b := t.bit(x)
 		if b&1 != 0 {
@@ -287,19 +286,19 @@ func scanFrom(t *sieves, m string, start int, at *positions, alone bool) (found,
 		}
 	}
 	if !alone {
-		return *f, h.sets
+		return h.found, h.sets
 	}
 	for _, id := range t.alone {
 		if i := index(m[start:], markers.pats[id]); i >= 0 {
 			h.add(id, start+i, at)
 		}
 	}
-	return *f, h.sets
+	return h.found, h.sets
 }
 
 // hits are the markers a scan found and their sets, which add keeps as
-// it goes: a line has few markers, and a loop over f's bits afterwards
-// mispredicted its count.
+// it goes: a line has few markers, and a loop over the bits found
+// afterwards mispredicted their count.
 type hits struct {
 	found found
 	sets  sets
