@@ -2,6 +2,7 @@ package agentlog
 
 import (
 	"bytes"
+	"math/bits"
 	"strings"
 	"time"
 	"unsafe"
@@ -181,6 +182,59 @@ var (
 		[]Kind{Reboot, NetworkError, CredentialsError, NetworkError, AgentStop, AgentStart})
 )
 
+// sets are the marker sets a line has markers of, a bit per set: kindOf
+// and extract ask a dozen questions of each line, and a bit test in a
+// register answers one where found.any loads and tests two words.
+type sets uint64
+
+const (
+	sKinds sets = 1 << iota
+	sDeciding
+	sArch
+	sBanner
+	sRunning
+	sStarted
+	sCompleteResponse
+	sDocumentColon
+	sWorkerStarted
+	sSession
+	sVersionCore
+	sVersionWorker
+	sAwsSsm
+	sSleeping
+	sRetryCreds
+	sDocTag
+	sInProgress
+	sDocumentSpace
+	sSubmission
+	sReboot
+	sCommandEnd
+	sHealth
+	sFacts
+)
+
+// setsOfID are the sets each marker is in.
+var setsOfID = func() (by [maxMarkers]sets) {
+	for _, s := range []struct {
+		bit sets
+		set found
+	}{
+		{sKinds, mKinds}, {sDeciding, deciding.set}, {sArch, mArch}, {sBanner, mBanner}, {sRunning, mRunning},
+		{sStarted, mStarted}, {sCompleteResponse, mCompleteResponse}, {sDocumentColon, mDocumentColon},
+		{sWorkerStarted, mWorkerStarted}, {sSession, mSession}, {sVersionCore, mVersionCore},
+		{sVersionWorker, mVersionWorker}, {sAwsSsm, mAwsSsm}, {sSleeping, mSleeping}, {sRetryCreds, mRetryCreds},
+		{sDocTag, mDocTag}, {sInProgress, mInProgress}, {sDocumentSpace, mDocumentSpace}, {sSubmission, mSubmission},
+		{sReboot, mReboot}, {sCommandEnd, mCommandEnd}, {sHealth, mHealth}, {sFacts, mFacts},
+	} {
+		for id := range maxMarkers {
+			if s.set[id/64]&(1<<(id%64)) != 0 {
+				by[id] |= s.bit
+			}
+		}
+	}
+	return by
+}()
+
 // decider knows the kinds that one marker decides by itself, which come
 // first in kindOf, by marker id. Their sets are registered in kindOf's
 // order, so the marker of a line with the lowest id is of the first kind
@@ -219,49 +273,50 @@ func newDecider(sets []found, kinds []Kind) decider {
 // then credentials, a control channel failure without a named cause
 // (network), stop, start, command end and start, health.
 func Classify(l *Line) Kind {
-	k, _ := classify(table(), l, nil)
+	k, _, _ := classify(table(), l, nil, true)
 	return k
 }
 
 // classify is Classify that also returns the markers found and sets their
 // positions in at (when not nil), which extract reuses instead of searching
-// the line again.
-func classify(t *sieves, l *Line, at *positions) (Kind, found) {
+// the line again. alone is scanFrom's.
+func classify(t *sieves, l *Line, at *positions, alone bool) (Kind, found, sets) {
 	m := l.Msg
-	f := scanFrom(t, view(m), t.skipTag(l.tag), at)
+	f, s := scanFrom(t, view(m), t.skipTag(l.tag), at, alone)
 	if len(l.Program) > 0 && l.Foreign() {
-		return classifyForeign(l.Program, m), f
+		return classifyForeign(l.Program, m), f, s
 	}
-	return kindOf(f, m), f
+	return kindOf(f, s, m), f, s
 }
 
-func kindOf(f found, m []byte) Kind {
-	if !f.any(mKinds) {
+// kindOf is the kind of a line with the markers f, in the sets s.
+func kindOf(f found, s sets, m []byte) Kind {
+	if s&sKinds == 0 {
 		return Other
 	}
 	// A reboot marker first, then network, credentials, stop, start.
-	if d := f.and(deciding.set); d != (found{}) {
-		return deciding.kind[d.first()]
+	if s&sDeciding != 0 {
+		return deciding.kind[f.and(deciding.set).first()]
 	}
-	if isStartLine(f, m) {
+	if isStartLine(s, m) {
 		return AgentStart
 	}
 	// A session worker shares the document worker's code and messages but
 	// runs Session Manager sessions, not commands.
-	session := f.any(mSession)
-	if f.any(mCommandEnd) && f.any(mCompleteResponse) {
+	session := s&sSession != 0
+	if s&sCommandEnd != 0 && s&sCompleteResponse != 0 {
 		if session {
 			return Other
 		}
 		return CommandEnd
 	}
-	if f.any(mDocumentColon) && f.any(mWorkerStarted) {
+	if s&sDocumentColon != 0 && s&sWorkerStarted != 0 {
 		if session {
 			return Other
 		}
 		return CommandStart
 	}
-	if f.any(mHealth) {
+	if s&sHealth != 0 {
 		return Health
 	}
 	return Other
@@ -272,11 +327,11 @@ const workerBanner = "ssm-agent-worker - v"
 // isStartLine matches start markers made of two parts. "OS: " and "(pid:"
 // are too short for the scan's stride and count only next to their longer
 // part, so they are searched for only when it is there.
-func isStartLine(f found, m []byte) bool {
-	return (f.any(mArch) && has(m, "OS: ")) ||
-		(f.any(mVersionWorker) && has(m, workerBanner)) ||
-		(f.any(mBanner) && f.any(mRunning)) ||
-		(f.any(mStarted) && has(m, "(pid:")) // "Worker ssm-agent-worker (pid:N) started"
+func isStartLine(s sets, m []byte) bool {
+	return (s&sArch != 0 && has(m, "OS: ")) ||
+		(s&sVersionWorker != 0 && has(m, workerBanner)) ||
+		(s&sBanner != 0 && s&sRunning != 0) ||
+		(s&sStarted != 0 && has(m, "(pid:")) // "Worker ssm-agent-worker (pid:N) started"
 }
 
 // classifyForeign handles lines from other programs in journald output:
@@ -399,25 +454,26 @@ func dotsOnly(m []byte) bool {
 
 // extract fills the facts later features need from an entry's first line.
 // m is the event's own Message: the ids are substrings of it, so they cost
-// no allocation of their own. f and at are what scan found in m.
-func extract(ev *Event, m string, f found, at *positions) {
-	if !f.any(mFacts) {
+// no allocation of their own. s and at are the sets of the markers scan
+// found in m and their places.
+func extract(ev *Event, m string, s sets, at *positions) {
+	if s&sFacts == 0 {
 		return
 	}
-	if f.any(mVersionCore) {
+	if s&sVersionCore != 0 {
 		ev.AgentVersion = version(after(m, at, mVersionCore))
 	}
-	if ev.AgentVersion == "" && f.any(mVersionWorker) && strings.Contains(m, workerBanner) {
+	if ev.AgentVersion == "" && s&sVersionWorker != 0 && strings.Contains(m, workerBanner) {
 		ev.AgentVersion = version(after(m, at, mVersionWorker))
 	}
-	if ev.AgentVersion == "" && f.any(mBanner) {
+	if ev.AgentVersion == "" && s&sBanner != 0 {
 		ev.AgentVersion = version(after(m, at, mBanner))
 	}
-	if f.any(mAwsSsm) {
+	if s&sAwsSsm != 0 {
 		ev.CommandID = token(after(m, at, mAwsSsm), '.')
 	}
-	ev.DocumentID = documentID(m, f, at)
-	if f.any(mSleeping) && f.any(mRetryCreds) {
+	ev.DocumentID = documentID(m, s, at)
+	if s&sSleeping != 0 && s&sRetryCreds != 0 {
 		if d, err := time.ParseDuration(token(after(m, at, mSleeping), ' ')); err == nil && d > 0 {
 			ev.Backoff = d
 		}
@@ -450,12 +506,28 @@ func version(v string) string {
 // bytes so a junk line cannot produce a huge id.
 func token(b string, stop byte) string {
 	n := 0
-	// One load per byte for the three stops every id has, instead of
-	// three comparisons: ids are 36 bytes and more.
+	// Eight bytes at a time: ids are 36 bytes and more, and a word
+	// tests all eight for the four stops in a dozen instructions.
+	for n+8 <= len(b) && n < 128 {
+		if e := stops(le64(b[n:]), stop); e != 0 {
+			return b[:min(n+bits.TrailingZeros64(e)/8, 128)]
+		}
+		n += 8
+	}
 	for n < len(b) && n < 128 && !tokenEnds[b[n]] && b[n] != stop {
 		n++
 	}
 	return b[:n]
+}
+
+// stops has the high bit set of the lowest byte of x that ends a token (a
+// space, a comma, ']' or stop), and maybe of bytes above it, which
+// token does not look at: a byte of x^c is zero where x has c, and
+// (y-lo)&^y&hi marks a zero byte exactly when no lower byte is zero.
+func stops(x uint64, stop byte) uint64 {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	zero := func(y uint64) uint64 { return (y - lo) &^ y & hi }
+	return zero(x^(' '*lo)) | zero(x^(','*lo)) | zero(x^(']'*lo)) | zero(x^(uint64(stop)*lo))
 }
 
 // tokenEnds are the bytes that end every token.
@@ -464,15 +536,15 @@ var tokenEnds = [256]bool{' ': true, ',': true, ']': true}
 // documentID finds the document id in "[ssm-document-worker] [<id>]",
 // "document: <id> worker started", "Found in-progress document - <id>",
 // "sending document: <id> complete response" and "document <id> ...".
-func documentID(m string, f found, at *positions) string {
+func documentID(m string, s sets, at *positions) string {
 	switch {
-	case f.any(mDocTag):
+	case s&sDocTag != 0:
 		return token(after(m, at, mDocTag), ']')
-	case f.any(mInProgress):
+	case s&sInProgress != 0:
 		return token(after(m, at, mInProgress), ' ')
-	case f.any(mDocumentColon):
+	case s&sDocumentColon != 0:
 		return token(after(m, at, mDocumentColon), ' ')
-	case f.any(mDocumentSpace) && (f.any(mSubmission) || f.any(mReboot)):
+	case s&sDocumentSpace != 0 && s&(sSubmission|sReboot) != 0:
 		return token(after(m, at, mDocumentSpace), ' ')
 	}
 	return ""

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -381,6 +382,30 @@ func TestScanEveryOffset(t *testing.T) {
 	t.Logf("%d lines", n)
 }
 
+// TestScanOverlaps: a marker found lets the scan resume after its
+// clearance; every other marker that begins inside it, or that overlaps
+// its end, is still found where a substring search finds it.
+func TestScanOverlaps(t *testing.T) {
+	n := 0
+	for _, p := range markers.pats {
+		for _, q := range markers.pats {
+			for k := 1; k < len(p); k++ {
+				for _, l := range []string{
+					p[:k] + q,                     // q from inside p
+					p + q[min(len(p)-k, len(q)):], // q overlapping p's end where the bytes agree
+					"[ssm-agent-worker] x" + p[:k] + q + " y",
+				} {
+					if err := checkScan(l); err != nil {
+						t.Fatal(err)
+					}
+					n++
+				}
+			}
+		}
+	}
+	t.Logf("%d lines", n)
+}
+
 // TestScanSkipsTags: both process tags are skipped (a marker that began
 // inside one would stop that, silently, and cost a fifth of the scan), and
 // skippable refuses a tag a marker can begin in.
@@ -411,6 +436,35 @@ func TestStampFraction(t *testing.T) {
 				got, n, ok := parseStamp([]byte("2024-10-21 10:00:07."+frac+" INFO x"), tc)
 				if !ok || n != 21+k || got.Nanosecond() != want || got.Second() != 7 {
 					t.Errorf("fraction %q: %v, %d, %v; want ns %d", frac, got, n, ok, want)
+				}
+			}
+		}
+	}
+}
+
+// TestStampCacheExact: a time read from the cached minute is the very
+// value time.Date gives (==, not only Equal: location and all), for every
+// second of a minute and fractions of every length.
+func TestStampCacheExact(t *testing.T) {
+	var tc stampCache
+	for _, day := range []string{"2024-10-21 10:00", "1999-12-31 23:59", "2038-01-19 03:14"} {
+		for sec := range 60 {
+			for _, frac := range []string{"", ".5", ".0001", ".123456789", ".9999999999"} {
+				line := fmt.Sprintf("%s:%02d%s INFO x", day, sec, frac)
+				for range 2 { // the second time from the cache
+					got, _, ok := parseStamp([]byte(line), &tc)
+					y, _ := strconv.Atoi(day[:4])
+					mo, _ := strconv.Atoi(day[5:7])
+					d, _ := strconv.Atoi(day[8:10])
+					h, _ := strconv.Atoi(day[11:13])
+					mi, _ := strconv.Atoi(day[14:16])
+					ns := 0
+					if frac != "" {
+						ns, _ = strconv.Atoi((frac[1:] + "000000000")[:9])
+					}
+					if want := time.Date(y, time.Month(mo), d, h, mi, sec, ns, time.Local); !ok || got != want {
+						t.Fatalf("parseStamp(%q) = %#v, want %#v", line, got, want)
+					}
 				}
 			}
 		}
@@ -456,5 +510,56 @@ func TestFeedSetsEveryField(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got[2], want) {
 		t.Errorf("third entry\n%+v\nwant\n%+v", got[2], want)
+	}
+}
+
+// TestTokenWords: token, which tests eight bytes at a time, cuts where a
+// byte-by-byte walk does, for stops at every place of a word, none, and
+// bytes with the high bit set (which the word test must not take for a
+// stop).
+func TestTokenWords(t *testing.T) {
+	walk := func(b string, stop byte) string {
+		n := 0
+		for n < len(b) && n < 128 && !tokenEnds[b[n]] && b[n] != stop {
+			n++
+		}
+		return b[:n]
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	special := []byte(" ,].\x00\x01\x7f\x80\xff")
+	for range 200000 {
+		b := make([]byte, r.IntN(150))
+		for j := range b {
+			if r.IntN(24) == 0 {
+				b[j] = special[r.IntN(len(special))]
+			} else {
+				b[j] = byte(r.IntN(256))
+			}
+		}
+		for _, stop := range []byte{'.', ' ', 0, 0x80, 0xff} {
+			if got, want := token(string(b), stop), walk(string(b), stop); got != want {
+				t.Fatalf("token(%q, %q) = %q, want %q", b, stop, got, want)
+			}
+		}
+	}
+}
+
+// TestSlotsOfCopies: a kind or level with the text of one but not its
+// memory (a consumer's own string) has the same slot.
+func TestSlotsOfCopies(t *testing.T) {
+	for i, k := range Kinds {
+		if got := kindSlot(Kind(strings.Clone(string(k)))); got != i {
+			t.Errorf("kindSlot(copy of %q) = %d, want %d", k, got, i)
+		}
+	}
+	for i, lv := range levels {
+		if got := levelIndex(strings.Clone(lv)); got != i {
+			t.Errorf("levelIndex(copy of %q) = %d, want %d", lv, got, i)
+		}
+	}
+	for _, k := range []Kind{"", "x", "healtH", "agent_star", "other "} {
+		if got := kindSlot(k); got != -1 {
+			t.Errorf("kindSlot(%q) = %d, want -1", k, got)
+		}
 	}
 }

@@ -32,17 +32,37 @@ type Classifier struct {
 	// Message and ids are valid only during the call (see Event): an Emit
 	// that keeps the entry keeps its Clone.
 	Emit func(Entry)
+	// emit, when set, is used instead of Emit: the package's own readers
+	// take the entry by pointer, which saves a copy of it (about 200
+	// bytes) per entry. The entry is valid only during the call.
+	emit func(*Entry)
 
 	lineNo  int64
 	pending bool
 	cur     Entry
+	tail    Entry // a continuation line handed out on its own
 	// msg is the pending entry's first-line message, copied out of the
-	// caller's line, which is gone by the time the entry completes. The
-	// event handed out views it (no copy per entry), so it is overwritten
-	// only by the next entry's first line, after the Emit call returned.
-	msg   []byte
-	found found     // the markers in msg
-	at    positions // and where they are
+	// caller's line, which is gone by the time the entry completes
+	// (unless the line is borrowed, below). The event handed out views it
+	// (no copy per entry), so it is overwritten only by the next entry's
+	// first line, after the Emit call returned.
+	msg []byte
+	at  positions // where the markers in msg are, for extract
+	// file, when fileSet, is the Tailer's file: an entry's Pos is its
+	// device and inode and the entry's End. Set when the entry grows,
+	// not when it is handed out: a copy of the event just after stores
+	// to it waits for them (a 16-byte load cannot take its bytes from
+	// two 8-byte stores still in flight).
+	file    Position
+	fileSet bool
+	// noAlone says that the line fed has no marker of those searched
+	// alone (sieves.hasAlone): the Tailer found none in the chunk read.
+	noAlone bool
+	// borrow says that the line fed stays intact until the caller calls
+	// keep (the Tailer's chunk): the entry's message then views it
+	// instead of a copy, and keep copies it only if the entry is still
+	// pending. borrowed says that the pending entry's message does.
+	borrow, borrowed bool
 	// lastKind is what continuation lines after a flush carry.
 	lastKind Kind
 	stamps   stampCache
@@ -65,6 +85,9 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 		if c.pending {
 			c.cur.Lines++
 			c.cur.End = end
+			if c.fileSet {
+				c.cur.Pos.Offset = end
+			}
 			c.cur.Kind = refine(c.sieves, c.cur.Kind, c.cur.Level, l.Msg)
 			return
 		}
@@ -72,10 +95,13 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 		if kind == "" {
 			kind = Other
 		}
-		c.Emit(Entry{
-			Event:     Event{File: c.File, Level: "-", Kind: kind},
+		// In a field, not a literal: a pointer to the literal would
+		// send it to the heap.
+		c.tail = Entry{
+			Event:     Event{File: c.File, Level: "-", Kind: kind, Pos: c.pos(end)},
 			FirstLine: c.lineNo, Lines: 1, Start: start, End: end, Tail: true,
-		})
+		}
+		c.hand(&c.tail)
 		return
 	}
 	c.Flush()
@@ -83,18 +109,48 @@ func (c *Classifier) Feed(b []byte, start, end int64) {
 	if level == "" {
 		level = "-"
 	}
-	c.msg = append(c.msg[:0], l.Msg...)
-	var kind Kind
-	kind, c.found = classify(c.sieves, &l, &c.at)
+	msg := l.Msg
+	if c.borrowed = c.borrow; !c.borrow {
+		c.msg = append(c.msg[:0], l.Msg...)
+		msg = c.msg
+	}
+	kind, _, sets := classify(c.sieves, &l, &c.at, !c.noAlone)
 	// Field by field, not c.cur = Entry{...}: the literal was built on
 	// the stack and copied whole into the Classifier, about 200 bytes per
-	// line twice. Every field is set (TestFeedSetsEveryField).
+	// line twice. Every field is set (TestFeedSetsEveryField), here and
+	// not in Flush: see the file field.
 	e := &c.cur
 	e.Time, e.File, e.Level, e.Kind = l.Time, c.File, level, kind
-	e.Message, e.AgentVersion, e.CommandID, e.DocumentID = "", "", "", ""
-	e.Backoff, e.Pos = 0, Position{}
+	e.Message, e.AgentVersion, e.CommandID, e.DocumentID = view(msg), "", "", ""
+	e.Backoff, e.Pos = 0, c.pos(end)
 	e.FirstLine, e.Lines, e.Start, e.End, e.Tail = c.lineNo, 1, start, end, false
+	extract(&e.Event, e.Message, sets, &c.at)
 	c.pending = true
+}
+
+// keep copies the pending entry's message, and its ids, which are parts
+// of it, out of the lines borrowed, which the caller reuses next.
+func (c *Classifier) keep() {
+	if !c.pending || !c.borrowed {
+		return
+	}
+	c.borrowed = false
+	old := c.cur.Message
+	c.msg = append(c.msg[:0], old...)
+	c.cur.Message = view(c.msg)
+	for _, id := range [...]*string{&c.cur.AgentVersion, &c.cur.CommandID, &c.cur.DocumentID} {
+		if i, ok := within(*id, old); ok && *id != "" {
+			*id = c.cur.Message[i : i+len(*id)]
+		}
+	}
+}
+
+// pos is the Pos of an entry that ends at end.
+func (c *Classifier) pos(end int64) Position {
+	if !c.fileSet {
+		return Position{}
+	}
+	return Position{Dev: c.file.Dev, Inode: c.file.Inode, Offset: end}
 }
 
 // Flush hands out the pending entry, if any.
@@ -103,12 +159,19 @@ func (c *Classifier) Flush() {
 		return
 	}
 	c.pending = false
-	c.cur.Message = view(c.msg)
-	extract(&c.cur.Event, c.cur.Message, c.found, &c.at)
 	c.lastKind = c.cur.Kind
 	// c.cur is not cleared: Feed sets all of it for the next entry, and
 	// nothing reads it while no entry is pending.
-	c.Emit(c.cur)
+	c.hand(&c.cur)
+}
+
+// hand gives e to emit or Emit.
+func (c *Classifier) hand(e *Entry) {
+	if c.emit != nil {
+		c.emit(e)
+		return
+	}
+	c.Emit(*e)
 }
 
 // Pending reports whether an entry is open and where it starts: the offset
@@ -120,7 +183,7 @@ func (c *Classifier) Pending() (start int64, ok bool) {
 // Reset forgets the open entry and the line count, for a file that was
 // truncated under the reader.
 func (c *Classifier) Reset() {
-	c.pending = false
+	c.pending, c.borrowed = false, false
 	c.cur = Entry{}
 	c.lastKind = ""
 	c.lineNo = 0

@@ -1,6 +1,8 @@
 package agentlog
 
 import (
+	"bytes"
+	"math"
 	"math/bits"
 	"slices"
 	"strings"
@@ -43,6 +45,10 @@ type sieves struct {
 	// says which of processTags they are.
 	tags  []tagWords
 	skips [len(processTagWords)]bool
+	// clear[id] is how far into marker id the next marker can begin at
+	// the soonest (clearance): the scan resumes there once it has found
+	// it, instead of passing the sieve again at each of its positions.
+	clear [maxMarkers]uint8
 }
 
 // processTags are the tags the agent's processes put first in their
@@ -165,6 +171,9 @@ func buildSieves(pats []string) *sieves {
 	for h := range narrow {
 		t.hit[h] |= 2
 	}
+	for id, p := range pats {
+		t.clear[id] = uint8(clearance(p, pats, t.alone))
+	}
 	for i, tag := range processTags {
 		if skippable(tag, pats) {
 			t.tags = append(t.tags, tagWordsOf(tag))
@@ -172,6 +181,26 @@ func buildSieves(pats []string) *sieves {
 		}
 	}
 	return t
+}
+
+// clearance is the first offset in p, after 0, at which a marker of pats
+// other than those searched alone can begin in a text that has p at 0: one
+// that begins with p's bytes from there, or that p has there. It is
+// len(p) when there is none. Found p at s, the scan knows that no marker
+// begins at s+1 to s+clearance-1.
+func clearance(p string, pats []string, alone []int) int {
+	for k := 1; k < len(p); k++ {
+		for id, q := range pats {
+			if slices.Contains(alone, id) {
+				continue // searched for in the whole message anyway
+			}
+			n := min(len(p)-k, len(q))
+			if p[k:k+n] == q[:n] {
+				return k
+			}
+		}
+	}
+	return min(len(p), math.MaxUint8)
 }
 
 // fill sets the bits of the hashes in byHash and lays their entries out
@@ -215,13 +244,16 @@ func scan(m string, at *positions) found { return scanWith(table(), m, at) }
 // scanWith is scan with the sieves in hand: the Classifier keeps them, so
 // that a line does not pay for table's check that they are built.
 func scanWith(t *sieves, m string, at *positions) found {
-	return scanFrom(t, m, t.skip(m), at)
+	f, _ := scanFrom(t, m, t.skip(m), at, true)
+	return f
 }
 
 // scanFrom is scanWith from m[start:], where no marker can begin before
-// start (after a skippable tag).
-func scanFrom(t *sieves, m string, start int, at *positions) found {
-	var f found
+// start (after a skippable tag). With alone false it does not search for
+// the markers searched alone: the caller knows m has none (hasAlone). It
+// also returns the sets of the markers found.
+func scanFrom(t *sieves, m string, start int, at *positions, alone bool) (found, sets) {
+	var h hits
 	i := start
 	for {
 		// The sieves reject almost every position: pass finds the next
@@ -231,24 +263,57 @@ func scanFrom(t *sieves, m string, start int, at *positions) found {
 			break
 		}
 		x := le64(m[i : i+8])
-		f.check(m, i, x, t.wide.lookup(hash8(x)), at)
-		f.check(m, i, uint64(uint32(x)), t.narrow.lookup(hash4(uint32(x))), at)
-		i += stride
+		// Only the sieves whose bit passed are looked up. The position
+		// after this one looks at markers that begin up to stride-1
+		// bytes before it. A marker found here rules out the others for
+		// its clearance: the scan resumes after it.
+		next := i + stride
+		b := t.bit(x)
+		if b&1 != 0 {
+			next = max(next, h.check(t, m, i, x, t.wide.lookup(hash8(x)), at)+stride-1)
+		}
+		if b&2 != 0 {
+			next = max(next, h.check(t, m, i, uint64(uint32(x)), t.narrow.lookup(hash4(uint32(x))), at)+stride-1)
+		}
+		i = next
 	}
 	// Fewer than eight bytes left: only a marker entered under four of
 	// them can still have its block here.
 	for ; i+4 <= len(m); i += stride {
 		b := le32(m[i : i+4])
 		if h4 := hash4(b); t.narrow.has(h4) {
-			f.check(m, i, uint64(b), t.narrow.lookup(h4), at)
+			h.check(t, m, i, uint64(b), t.narrow.lookup(h4), at)
 		}
+	}
+	if !alone {
+		return h.found, h.sets
 	}
 	for _, id := range t.alone {
 		if i := index(m[start:], markers.pats[id]); i >= 0 {
-			f.add(id, start+i, at)
+			h.add(id, start+i, at)
 		}
 	}
-	return f
+	return h.found, h.sets
+}
+
+// hits are the markers a scan found and their sets, which add keeps as
+// it goes: a line has few markers, and a loop over the bits found
+// afterwards mispredicted their count.
+type hits struct {
+	found found
+	sets  sets
+}
+
+// hasAlone reports whether b has a marker searched alone. The Tailer asks
+// it of each chunk it reads: one search of 256 KiB, which finds none in
+// almost every chunk, costs a fraction of a search of each line.
+func (t *sieves) hasAlone(b []byte) bool {
+	for _, id := range t.alone {
+		if bytes.Contains(b, []byte(markers.pats[id])) {
+			return true
+		}
+	}
+	return false
 }
 
 // pass returns the first of i, i+stride, ... whose next eight bytes have
@@ -327,8 +392,11 @@ func (w *tagWords) begins(m string) bool {
 	return len(m) >= n && le64(m) == w.head && le64(m[8:]) == w.mid && le64(m[n-8:]) == w.end
 }
 
-// check adds the markers of entries that m has with their block, x, at i.
-func (f *found) check(m string, i int, x uint64, entries []entry, at *positions) {
+// check adds the markers of entries that m has with their block, x, at i,
+// and returns the offset before which no marker can begin that begins
+// after i (0 when none was found).
+func (h *hits) check(t *sieves, m string, i int, x uint64, entries []entry, at *positions) int {
+	clear := 0
 	for _, e := range entries {
 		if e.block != x {
 			continue
@@ -338,19 +406,22 @@ func (f *found) check(m string, i int, x uint64, entries []entry, at *positions)
 		if start < 0 || start+len(p) > len(m) || m[start:start+len(p)] != p {
 			continue
 		}
-		f.add(int(e.id), start, at)
+		h.add(int(e.id), start, at)
+		clear = max(clear, start+int(t.clear[e.id]))
 	}
+	return clear
 }
 
-// add puts marker id, found at start, in f and at. Two places of a marker
+// add puts marker id, found at start, in h and at. Two places of a marker
 // can be found out of order when their blocks are visited at the same
 // position: at keeps the first.
-func (f *found) add(id, start int, at *positions) {
+func (h *hits) add(id, start int, at *positions) {
 	bit := uint64(1) << (id % 64)
-	if at != nil && (f[id/64]&bit == 0 || int32(start) < at[id]) {
+	if at != nil && (h.found[id/64]&bit == 0 || int32(start) < at[id]) {
 		at[id] = int32(start)
 	}
-	f[id/64] |= bit
+	h.found[id/64] |= bit
+	h.sets |= setsOfID[id]
 }
 
 // index is strings.Index for a marker whose first byte is rare in a line

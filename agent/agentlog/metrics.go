@@ -4,6 +4,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -36,49 +37,67 @@ type Metrics struct {
 
 // levelIndex maps a level token to its slot in perFile ("-" is last).
 func levelIndex(level string) int {
-	// A switch, not a loop over levels: this runs for every entry.
-	switch level {
-	case "TRACE":
-		return 0
-	case "DEBUG":
-		return 1
-	case "INFO":
-		return 2
-	case "WARN":
-		return 3
-	case "ERROR":
-		return 4
-	case "CRITICAL":
-		return 5
+	// The levels' first letters differ: a table picks the slot and one
+	// comparison checks it, where a switch over six strings took a
+	// branch per entry that the mix of levels mispredicts.
+	if level != "" {
+		if i := levelByFirst[level[0]]; i > 0 && sameString(levels[i-1], level) {
+			return int(i - 1)
+		}
 	}
 	return len(levels)
 }
 
-// kindSlot is the index of k in Kinds, -1 for none; a switch instead of a
-// map lookup, which hashed the kind for every entry.
+// levelByFirst is 1 + the index in levels of the level beginning with a
+// byte, 0 for none.
+var levelByFirst = func() (t [256]uint8) {
+	for i, lv := range levels {
+		t[lv[0]] = uint8(i + 1)
+	}
+	return t
+}()
+
+// kindSlot is the index of k in Kinds, -1 for none. A table by the kind's
+// length and first byte and one comparison, instead of a map lookup, which
+// hashed the kind, or a switch, whose branches the mix of kinds
+// mispredicts.
 func kindSlot(k Kind) int {
-	switch k {
-	case Health:
-		return 0
-	case AgentStart:
-		return 1
-	case AgentStop:
-		return 2
-	case CommandStart:
-		return 3
-	case CommandEnd:
-		return 4
-	case Reboot:
-		return 5
-	case CredentialsError:
-		return 6
-	case NetworkError:
-		return 7
-	case Other:
-		return 8
+	if k != "" {
+		if i := kindByShape[kindShape(k)]; i > 0 && sameString(string(Kinds[i-1]), string(k)) {
+			return int(i - 1)
+		}
 	}
 	return -1
 }
+
+// sameString is a == b, without a call when both are the same constant,
+// as an entry's level and kind are: the compiler's == calls memequal even
+// then.
+func sameString(a, b string) bool {
+	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
+}
+
+// kindMult makes kindShape tell every kind of Kinds apart.
+var kindMult, kindByShape = func() (int, [64]uint8) {
+	for mult := 1; mult < 64; mult++ {
+		var t [64]uint8
+		ok := true
+		for i, k := range Kinds {
+			sh := (len(k)*mult + int(k[0])) & 63
+			if t[sh] != 0 {
+				ok = false
+				break
+			}
+			t[sh] = uint8(i + 1)
+		}
+		if ok {
+			return mult, t
+		}
+	}
+	panic("agentlog: no table tells the kinds apart") // a programming error, at init
+}()
+
+func kindShape(k Kind) int { return (len(k)*kindMult + int(k[0])) & 63 }
 
 // NewMetrics registers the series on reg, with zeros for every file, level
 // and kind so that rate() and absent() work from the first scrape.

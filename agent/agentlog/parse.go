@@ -238,7 +238,7 @@ func parseStamp(b []byte, tc *stampCache) (time.Time, int, bool) {
 		return time.Time{}, 0, false
 	}
 	if cached && s <= 59 {
-		return tc.base.Add(time.Duration(s)*time.Second + time.Duration(ns)), n + 1, true
+		return tc.at(s, ns), n + 1, true
 	}
 	if cached { // a leap second: time.Date, from the fields, which are valid
 		y, _ = digits(b, 0, 4)
@@ -260,6 +260,20 @@ type stampCache struct {
 	key  [16]byte
 	base time.Time // key's minute at second 0
 	ok   bool
+	// unix is base's Unix time when time.Unix(unix, 0) == base, as it is
+	// in the local zone (unix, like time.Date, returns a Time with Local
+	// as its Location); then at builds a time with time.Unix, which is
+	// inlined, where base.Add is a call. Else it is -1.
+	unix int64
+}
+
+// at is key's minute at second s (0 to 59) and ns nanoseconds: what
+// base.Add of them is, field for field.
+func (tc *stampCache) at(s, ns int) time.Time {
+	if tc.unix >= 0 {
+		return time.Unix(tc.unix+int64(s), int64(ns))
+	}
+	return tc.base.Add(time.Duration(s)*time.Second + time.Duration(ns))
 }
 
 // grepPath is the path of grep output ("<path>:" or "<path>-") last seen
@@ -294,9 +308,12 @@ func (tc *stampCache) date(key []byte, y, mo, d, h, mi, s, ns int) time.Time {
 			return time.Date(y, time.Month(mo), d, h, mi, s, ns, time.Local)
 		}
 		copy(tc.key[:], key)
-		tc.base, tc.ok = base, true
+		tc.base, tc.ok, tc.unix = base, true, -1
+		if u := base.Unix(); u >= 0 && time.Unix(u, 0) == base {
+			tc.unix = u
+		}
 	}
-	return tc.base.Add(time.Duration(s)*time.Second + time.Duration(ns))
+	return tc.at(s, ns)
 }
 
 // parseLevel reads a level token followed by a space or the end of line and
@@ -358,8 +375,9 @@ func stripSource(m []byte) (msg, src []byte, tag uint8) {
 	// The agent's own log begins nearly every message with its process
 	// tag, which is no source: three word comparisons instead of a walk
 	// over the tag.
+	// Their second bytes differ ('s', 'a'): one tag to test, not both.
 	for i := range processTagWords {
-		if processTagWords[i].begins(view(m)) {
+		if w := &processTagWords[i]; m[1] == w.tag[1] && w.begins(view(m)) {
 			return m, nil, uint8(i + 1)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -125,6 +126,12 @@ type source struct {
 	lines    *lineCounters
 	lastData time.Time
 	limit    int64 // read up to here in this pass (-1: to EOF)
+	// chunkAt is the offset of the chunk being pushed (MaxInt64 between
+	// pushes), and clean says that it has no marker searched alone: its
+	// lines that begin in it need no search of their own for one, and the
+	// Classifier may keep views of them until the push ends.
+	chunkAt int64
+	clean   bool
 }
 
 // New checks opts and returns a Tailer; Run does the work.
@@ -471,7 +478,7 @@ func (t *Tailer) open(name, path string, off int64) (*source, error) {
 		f.Close()
 		return nil, err
 	}
-	s := &source{name: name, path: path, f: f, off: off, lastData: t.clk.Now(), limit: -1}
+	s := &source{name: name, path: path, f: f, off: off, lastData: t.clk.Now(), limit: -1, chunkAt: math.MaxInt64}
 	s.dev, s.ino = fileID(fi)
 	s.init(t)
 	s.updateFingerprint()
@@ -480,16 +487,23 @@ func (t *Tailer) open(name, path string, off int64) (*source, error) {
 
 func (s *source) init(t *Tailer) {
 	s.lines = t.o.Metrics.fileLines(s.name)
-	s.cls = Classifier{File: s.name, Emit: func(e Entry) { t.emit(s, &e) }}
+	s.cls = Classifier{File: s.name, emit: func(e *Entry) { t.emit(s, e) },
+		file: Position{Dev: s.dev, Inode: s.ino}, fileSet: true}
 	s.split = splitter{line: func(b []byte, start, end int64, cut bool) {
 		if cut {
 			t.o.Metrics.truncatedLine()
 		}
+		// A line begun in an earlier chunk is in the splitter's own
+		// buffer, which it reuses, and may have a marker across the
+		// chunks' boundary.
+		inChunk := start >= s.chunkAt
+		s.cls.noAlone, s.cls.borrow = s.clean && inChunk, inChunk
 		s.cls.Feed(b, start, end)
 	}}
 }
 
-// emit takes the entry by pointer: one copy fewer of it per line.
+// emit takes the entry by pointer: two copies fewer of it per line. The
+// Classifier has set its Pos (source.init).
 func (t *Tailer) emit(s *source, e *Entry) {
 	s.lines.entry(e)
 	t.dirty = true
@@ -497,7 +511,6 @@ func (t *Tailer) emit(s *source, e *Entry) {
 		return
 	}
 	t.o.Metrics.event(&e.Event, t.clk.Now)
-	e.Event.Pos = Position{Dev: s.dev, Inode: s.ino, Offset: e.End}
 	t.o.Sink(e.Event)
 }
 
@@ -543,7 +556,11 @@ func (s *source) read(t *Tailer, limit int64) {
 					t.maybePersist(true)
 				}
 			}
+			s.chunkAt, s.clean = s.off, !table().hasAlone(chunk)
 			s.split.push(chunk, s.off)
+			s.chunkAt, s.clean = math.MaxInt64, false
+			// The next read overwrites the chunk.
+			s.cls.keep()
 			s.off += int64(n)
 			s.lastData = t.clk.Now()
 			t.dirty = true

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -598,4 +599,82 @@ func TestTailDirRemovedAndBack(t *testing.T) {
 	}
 	g := openAppend(t, filepath.Join(h.dir, agentLog))
 	h.expect(appendLines(t, g, "b", 0, 3)...)
+}
+
+// TestTailerChunksAlone: the Tailer skips the search of each line for the
+// markers searched alone ("Bye.") in a chunk that has none; a line with one,
+// inside a chunk or across the boundary of two at each of its bytes, is
+// classified as a Classifier that searches every line classifies it.
+func TestTailerChunksAlone(t *testing.T) {
+	dir := t.TempDir()
+	var b bytes.Buffer
+	chunk := 256 << 10
+	// With ids, which are parts of the message: an entry left open at the
+	// end of a chunk keeps them when the chunk is read over.
+	filler := "2024-10-21 10:00:00.0000 INFO [ssm-agent-worker] command: aws.ssm.c-%d.i-1 complete\n"
+	for split := 0; split <= len("Bye."); split++ {
+		// Up to the next boundary, then a line whose "Bye." has split
+		// bytes before it.
+		line := "2024-10-21 10:00:01.0000 INFO [amazon-ssm-agent] Bye.\n"
+		cut := strings.Index(line, "Bye.") + split
+		boundary := (b.Len()/chunk + 1) * chunk
+		for b.Len() < boundary-cut-200 {
+			fmt.Fprintf(&b, filler, b.Len())
+		}
+		b.WriteString(strings.Repeat("x", boundary-cut-b.Len()-1) + "\n")
+		b.WriteString(line)
+	}
+	// And one in a chunk, away from its ends (the chunks above have no
+	// "Bye." but across their boundaries).
+	for range 100 {
+		fmt.Fprintf(&b, filler, b.Len())
+	}
+	b.WriteString("2024-10-21 10:00:02.0000 INFO Bye. inside a chunk\n")
+	fmt.Fprintf(&b, filler, 0)
+	if err := os.WriteFile(filepath.Join(dir, agentLog), b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	tl, err := New(Options{Dir: dir, Files: []string{agentLog}, StatePath: filepath.Join(dir, StateFile),
+		Sink: func(e Event) {
+			got = append(got, fmt.Sprintf("%d %s %s %s", e.Pos.Offset, e.Kind, e.Message, e.CommandID))
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tl.buf) != chunk {
+		t.Fatalf("the Tailer reads %d bytes at a time; the test puts its lines for %d", len(tl.buf), chunk)
+	}
+	s, err := tl.open(agentLog, filepath.Join(dir, agentLog), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.read(tl, -1)
+	s.close(tl)
+	var want []string
+	c := Classifier{Emit: func(e Entry) {
+		if !e.Tail {
+			want = append(want, fmt.Sprintf("%d %s %s %s", e.End, e.Kind, e.Message, e.CommandID))
+		}
+	}}
+	sp := splitter{line: func(l []byte, start, end int64, _ bool) { c.Feed(l, start, end) }}
+	sp.push(b.Bytes(), 0)
+	c.Flush()
+	stops := 0
+	for _, w := range want {
+		if strings.Contains(w, string(AgentStop)) {
+			stops++
+		}
+	}
+	if stops != len("Bye.")+2 {
+		t.Fatalf("%d stops in the log, want %d", stops, len("Bye.")+2)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("the Tailer handed out %d entries, a Classifier alone %d; they differ", len(got), len(want))
+		for i := range min(len(got), len(want)) {
+			if got[i] != want[i] {
+				t.Fatalf("first difference: %q, want %q", got[i], want[i])
+			}
+		}
+	}
 }

@@ -35,6 +35,7 @@ func main() {
 	idle := flag.Duration("idle", 500*time.Millisecond, "idle flush")
 	count := flag.Bool("count", false, "only count events; print the count at exit")
 	stopAt := flag.String("stop-at", "", "exit once an event's message contains this")
+	stopAfter := flag.Int64("stop-after", -1, "exit once an event ends at or after this byte offset of its file")
 	debug := flag.Bool("debug", false, "log at debug level")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here")
 	outPath := flag.String("out", "", "journal file: each event's message, one per line, exactly once")
@@ -78,6 +79,11 @@ func main() {
 			fmt.Fprintln(out, e.Message)
 		}
 		if *stopAt != "" && strings.Contains(e.Message, *stopAt) {
+			cancel()
+		}
+		// The benchmark stops by offset: a search of every message
+		// would be the harness's cost, measured as the tailer's.
+		if *stopAfter >= 0 && e.Pos.Offset >= *stopAfter {
 			cancel()
 		}
 	}
