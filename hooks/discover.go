@@ -136,7 +136,7 @@ func checkDirChain(root string, phase Phase) string {
 	resolved, reason, err := walk(root, true)
 	if err == nil && reason == "" {
 		dir := filepath.Join(root, string(phase))
-		if _, reason, err = walkFrom(resolved, []string{string(phase)}, true, dir, 0); err != nil {
+		if _, reason, err = walkFrom(resolved, []string{string(phase)}, true, dir); err != nil {
 			root = dir
 		}
 	}
@@ -177,7 +177,7 @@ func walk(path string, strictLast bool) (resolved, reason string, err error) {
 	}
 	rest := splitPath(path)
 	reason = dirRule("/", fi, strictLast && !hasComponents(rest))
-	resolved, r, err := walkFrom("/", rest, strictLast, path, 0)
+	resolved, r, err := walkFrom("/", rest, strictLast, path)
 	if reason == "" {
 		reason = r
 	}
@@ -186,7 +186,8 @@ func walk(path string, strictLast bool) (resolved, reason string, err error) {
 
 // walkFrom goes on with walk from cur, a resolved directory already
 // checked, through the components rest; path names the whole for errors.
-func walkFrom(cur string, rest []string, strictLast bool, path string, links int) (resolved, reason string, err error) {
+func walkFrom(cur string, rest []string, strictLast bool, path string) (resolved, reason string, err error) {
+	links := 0
 	for len(rest) > 0 {
 		c := rest[0]
 		rest = rest[1:]

@@ -35,7 +35,6 @@ func execute(ctx context.Context, h Hook, env Env, opts Options, timeout time.Du
 		return rn
 	}
 	defer l.close()
-	l.ctx = ctx
 
 	start := time.Now()
 	pid, err := syscall.ForkExec(h.Target, []string{h.Target}, &syscall.ProcAttr{
@@ -59,39 +58,20 @@ func execute(ctx context.Context, h Hook, env Env, opts Options, timeout time.Du
 	stopWake := context.AfterFunc(ctx, l.wakeUp)
 	defer stopWake()
 
-	deadline := start.Add(timeout)
-	for {
-		expired := l.pump(deadline)
-		// An exit seen in the same round as the deadline or the stop
-		// wins: a hook that ended just then has finished, and is not
-		// killed.
-		if l.exited {
-			break
-		}
-		if l.stopped {
-			rn.cancelled = true
-			break
-		}
-		if expired {
-			rn.timedOut = true
-			break
-		}
-	}
+	// An exit seen in the same round as the deadline or the stop wins: a
+	// hook that ended just then has finished, and is not killed.
+	l.until(func() bool { return l.exited || ctx.Err() != nil }, start.Add(timeout))
 	if !l.exited {
+		rn.cancelled = ctx.Err() != nil
+		rn.timedOut = !rn.cancelled
 		log.Warn("stopping hook: SIGTERM to its process group", "timed_out", rn.timedOut, "grace", opts.KillGrace)
 		_ = syscall.Kill(-pid, syscall.SIGTERM)
 		// Wait for the whole group to let go of the pipes, not just the
 		// leader: a grandchild that ignores SIGTERM gets SIGKILL too.
-		grace := time.Now().Add(opts.KillGrace)
-		for !l.exited || !l.drained() {
-			if l.pump(grace) && (!l.exited || !l.drained()) {
-				log.Warn("hook still running after the grace period: SIGKILL to its process group")
-				_ = syscall.Kill(-pid, syscall.SIGKILL)
-				break
-			}
-		}
-		for !l.exited {
-			l.pump(time.Time{})
+		if !l.until(func() bool { return l.exited && l.drained() }, time.Now().Add(opts.KillGrace)) {
+			log.Warn("hook still running after the grace period: SIGKILL to its process group")
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			l.until(func() bool { return l.exited }, time.Time{})
 		}
 		// At a stop of patchd, a hook that exited on its own (it ended
 		// before the signal arrived, or trapped it and chose its exit
@@ -105,13 +85,7 @@ func execute(ctx context.Context, h Hook, env Env, opts Options, timeout time.Du
 
 	// The leader is gone; give its output a moment to end, then stop
 	// reading whatever still holds it.
-	drainBy := time.Now().Add(opts.DrainTimeout)
-	for !l.drained() {
-		if l.pump(drainBy) && !l.drained() {
-			rn.leftover = true
-			break
-		}
-	}
+	rn.leftover = !l.until(l.drained, time.Now().Add(opts.DrainTimeout))
 	l.finishStreams()
 	rn.stdout, rn.stderr = l.pipes[0].s.tail.String(), l.pipes[1].s.tail.String()
 
@@ -140,8 +114,6 @@ type hookLoop struct {
 	exited  bool               // the hook's leader was reaped
 	status  syscall.WaitStatus // its status, when exited
 	waitErr error              // wait(2) failed (never expected)
-	ctx     context.Context
-	stopped bool // ctx ended
 
 	// wake is an eventfd that ctx's end (and the fallback waiter) write;
 	// mu keeps a late writer off the closed descriptor's number.
@@ -261,6 +233,17 @@ func (l *hookLoop) wakeUp() {
 	}
 }
 
+// until pumps until done reports true, or deadline (zero: none) passes;
+// it reports done's last answer.
+func (l *hookLoop) until(done func() bool, deadline time.Time) bool {
+	for !done() {
+		if l.pump(deadline) {
+			return done()
+		}
+	}
+	return true
+}
+
 // pump waits until something is ready or deadline (zero: no deadline)
 // and handles all that is ready. It reports whether deadline has passed.
 func (l *hookLoop) pump(deadline time.Time) (expired bool) {
@@ -288,9 +271,6 @@ func (l *hookLoop) pump(deadline time.Time) (expired bool) {
 					l.exited, l.status, l.waitErr = true, w.status, w.err
 				default:
 				}
-			}
-			if l.ctx.Err() != nil {
-				l.stopped = true
 			}
 		default:
 			l.read(fd)

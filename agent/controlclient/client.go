@@ -121,9 +121,6 @@ func (c *Client) roundTrip(ctx context.Context, method, path string, body []byte
 	defer conn.Close()
 	// ctx bounds the exchange too: its end (the timeout, or ^C) unblocks
 	// whatever read or write is under way.
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
