@@ -36,6 +36,13 @@ type Options struct {
 	MaxLogBytes int64
 	// Logger gets the hook's output line by line and the runner's notes.
 	Logger *slog.Logger
+	// ProgressLevel is the level of the "hook starting" and "hook
+	// finished" lines. The zero value is Info: the daemon's journal wants
+	// them. `patchd hooks run` prints its own line for each hook as it
+	// ends, so it logs them at Debug; the same news twice is noise, and a
+	// formatted record costs about as much CPU as run-parts spends on a
+	// hook (BENCHMARKS.md, "Hooks").
+	ProgressLevel slog.Level
 }
 
 func (o Options) withDefaults() Options {
@@ -144,7 +151,7 @@ func (r *Runner) RunHook(ctx context.Context, h Hook, env Env) Result {
 	}
 
 	timeout := opts.timeout(h.Phase)
-	log.Info("hook starting", "path", h.Path, "attempt", env.Attempt, "timeout", timeout)
+	log.Log(ctx, opts.ProgressLevel, "hook starting", "path", h.Path, "attempt", env.Attempt, "timeout", timeout)
 	run := execute(ctx, h, env, opts, timeout, log)
 	res.ExitCode, res.Duration = run.exitCode, run.duration
 	res.StdoutTail, res.StderrTail = run.stdout, run.stderr
@@ -171,7 +178,7 @@ func (r *Runner) RunHook(ctx context.Context, h Hook, env Env) Result {
 		log.Warn("hook left a background process holding its output; patchd stopped reading it", "waited", opts.DrainTimeout)
 	}
 	if res.Outcome == Success {
-		log.Info("hook finished", "result", res.Outcome, "duration", res.Duration)
+		log.Log(ctx, opts.ProgressLevel, "hook finished", "result", res.Outcome, "duration", res.Duration)
 	} else {
 		log.Error("hook failed", "result", res.Outcome, "exit_code", res.ExitCode, "duration", res.Duration, "err", res.Error)
 	}

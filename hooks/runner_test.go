@@ -605,3 +605,30 @@ func TestStopLetsHookChooseItsExit(t *testing.T) {
 		})
 	}
 }
+
+// TestProgressLevel: the daemon (zero Options) logs a hook's start and end
+// at info; a ProgressLevel moves only those two lines.
+func TestProgressLevel(t *testing.T) {
+	root := newRoot(t)
+	writeHook(t, filepath.Join(root, "post-patch", "10-ok"), "#!/bin/sh\necho fine\n", 0o755)
+	hs, _ := Discover(root, PostPatch)
+	for _, tc := range []struct {
+		level slog.Level
+		want  string
+	}{{0, "INFO"}, {slog.LevelDebug, "DEBUG"}} {
+		rec := &logRecorder{}
+		res := NewRunner(Options{Logger: slog.New(rec), ProgressLevel: tc.level}, nil).RunHook(context.Background(), hs[0], Env{Phase: PostPatch})
+		if res.Outcome != Success {
+			t.Fatal(res.Error)
+		}
+		levels := map[string]string{}
+		rec.mu.Lock()
+		for _, r := range rec.records {
+			levels[r["msg"]] = r["level"]
+		}
+		rec.mu.Unlock()
+		if levels["hook starting"] != tc.want || levels["hook finished"] != tc.want || levels["hook output"] != "INFO" {
+			t.Errorf("ProgressLevel %v: levels %v", tc.level, levels)
+		}
+	}
+}

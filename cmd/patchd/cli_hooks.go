@@ -53,6 +53,9 @@ func addHooksCommands(app *kingpin.Application, flags *config.Flags, add func(st
 		}
 		logger, _ := newLogger(cfg)
 		opts := hookOptions(cfg, logger)
+		// Each hook gets its own line on stdout as it ends; the runner's
+		// "starting" and "finished" lines are for --log.level=debug.
+		opts.ProgressLevel = slog.LevelDebug
 		if *timeout > 0 {
 			opts.Timeout, opts.PhaseTimeouts = *timeout, nil
 		}

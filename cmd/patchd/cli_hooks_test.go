@@ -116,6 +116,22 @@ func TestHooksListAndRun(t *testing.T) {
 		})
 	}
 
+	t.Run("progress lines only at debug", func(t *testing.T) {
+		// stdout has a line per hook; the runner's "starting" and
+		// "finished" lines would say it again. A failure is still logged.
+		args := append([]string{"hooks", "run", "pre-patch"}, tr.flags()...)
+		_, _, errOut := runPatchd(t, args...)
+		order()
+		if strings.Contains(errOut, "hook starting") || strings.Contains(errOut, "hook finished") || !strings.Contains(errOut, "hook failed") {
+			t.Errorf("default level: stderr %s", errOut)
+		}
+		_, _, errOut = runPatchd(t, append(args, "--log.level=debug")...)
+		order()
+		if !strings.Contains(errOut, `msg="hook starting"`) || !strings.Contains(errOut, `msg="hook finished"`) {
+			t.Errorf("--log.level=debug: stderr %s", errOut)
+		}
+	})
+
 	t.Run("an empty phase succeeds", func(t *testing.T) {
 		empty := append(tr.flags(), "--path.hooks="+filepath.Join(tr.Root, "state"))
 		empty = slices.DeleteFunc(empty, func(a string) bool { return a == "--path.hooks="+tr.Hooks })

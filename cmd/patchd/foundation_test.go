@@ -28,10 +28,19 @@ func TestVersionAndUsageExitCodes(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "patchd, version") {
 		t.Fatalf("patchd version: code %d, out %q", code, out)
 	}
-	for _, args := range [][]string{{"--help"}, {"hooks", "--help"}, {"--version"}} {
+	for _, args := range [][]string{{"--help"}, {"hooks", "--help"}, {"--version"}, {"help"}, {"help", "hooks", "run"}} {
 		code, out, errOut := runPatchd(t, args...)
 		if code != 0 || errOut != "" || !strings.Contains(out, "patchd") {
 			t.Errorf("patchd %v: code %d, stderr %q", args, code, errOut)
+		}
+		// Printed once, and nothing after it: kingpin goes on after its
+		// exit unless run stops it.
+		wantUsage := 1
+		if args[0] == "--version" {
+			wantUsage = 0
+		}
+		if n := strings.Count(out, "usage: patchd"); n != wantUsage {
+			t.Errorf("patchd %v: the usage is printed %d times, want %d:\n%s", args, n, wantUsage, out)
 		}
 	}
 	code, _, errOut := runPatchd(t, "no-such-command")

@@ -55,6 +55,10 @@ func daemonError(ctx context.Context, err error) int {
 	return exitFailure
 }
 
+// terminated is how kingpin's exit (after --help or --version) unwinds
+// to run.
+type terminated int
+
 // command is one subcommand's action; it returns the exit code.
 type command func() int
 
@@ -73,21 +77,32 @@ func main() {
 // that registers a command is in both builds; an action that needs the
 // daemon's packages is in a file built with !patchd_cli (daemon*.go,
 // *_full.go).
-func run(args []string) int {
+func run(args []string) (code int) {
+	// --help and --version print, then ask kingpin to exit. run must
+	// return, not exit, so tests can call it; and kingpin, when its
+	// terminate returns, goes on parsing and prints the usage a second
+	// time. So terminate unwinds to here, and run answers with its status.
+	defer func() {
+		if r := recover(); r != nil {
+			t, ok := r.(terminated)
+			if !ok {
+				panic(r)
+			}
+			code = int(t)
+		}
+	}()
 	app := kingpin.New("patchd", "Runs hooks around every AWS Systems Manager patch run, keeps amazon-ssm-agent healthy, and reports it all as Prometheus metrics.")
 	app.HelpFlag.Short('h')
-	app.Version(version.Print("patchd"))
 	app.UsageWriter(os.Stdout)
 	app.ErrorWriter(os.Stderr)
-	// --help and --version print and then ask kingpin to exit; record that
-	// here (run must return, not exit, so tests can call it) and answer
-	// with its status instead of a parse error.
-	terminated := -1
-	app.Terminate(func(code int) {
-		if terminated < 0 {
-			terminated = code
-		}
+	app.Terminate(func(code int) { panic(terminated(code)) })
+	// What app.Version does, but the text (a template run) is made only
+	// when --version is given, not at every start of every command.
+	app.VersionFlag = app.Flag("version", "Show application version.").PreAction(func(*kingpin.ParseContext) error {
+		fmt.Println(version.Print("patchd"))
+		panic(terminated(exitOK))
 	})
+	app.VersionFlag.Bool()
 	flags := config.AddFlags(app)
 
 	cmds := map[string]command{}
@@ -102,16 +117,14 @@ func run(args []string) int {
 	addAgentCommands(app, flags, add)
 
 	chosen, err := app.Parse(args)
-	if terminated >= 0 {
-		return terminated
-	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "patchd: %v; see patchd --help\n", err)
 		return exitUsage
 	}
 	c, ok := cmds[chosen]
 	if !ok {
-		// --help or --version was handled by kingpin.
+		// Only a command of kingpin's own gets here, and those end in
+		// terminate; nothing is left to do.
 		return exitOK
 	}
 	return c()
