@@ -3,12 +3,9 @@ package control
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,41 +30,18 @@ func TestErrorReplyKeyAndClient(t *testing.T) {
 		t.Fatalf("status %d, content type %q", rec.Code, rec.Header().Get("Content-Type"))
 	}
 
-	dir, err := os.MkdirTemp("", "pdc") // unix socket paths are short
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	srv := NewServer(filepath.Join(dir, "s"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := NewServer(filepath.Join(socketDir(t), "s"), slog.New(slog.DiscardHandler))
 	srv.Mux.HandleFunc("POST /v1/fail", func(w http.ResponseWriter, _ *http.Request) {
 		WriteError(w, http.StatusBadRequest, "bad request body: unexpected EOF")
 	})
 	srv.Mux.HandleFunc("GET /v1/plain", func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not json", http.StatusInternalServerError)
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	start(t, srv)
 
+	ctx := context.Background()
 	c := controlclient.New(srv.Path, 5*time.Second)
-	// The socket appears once Run listens: retry only while it is absent.
-	for {
-		err = c.Do(ctx, http.MethodPost, "/v1/fail", struct{}{}, nil)
-		if !errors.Is(err, controlclient.ErrUnreachable) {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("Run returned at start: %v", err)
-		default:
-		}
-	}
+	err := c.Do(ctx, http.MethodPost, "/v1/fail", struct{}{}, nil)
 	if err == nil || err.Error() != "patchd: bad request body: unexpected EOF" {
 		t.Fatalf("client error %v, want the daemon's message", err)
 	}
